@@ -1,0 +1,138 @@
+"""beaconing_candidates: pairs that call out on a timer over the lookback window, with reasons."""
+
+import dagster as dg
+import pandas as pd
+
+from pipeline.assets.metadata import markdown_table, per_day_rows
+from pipeline.partitions import days_in_run, lookback_window
+from pipeline.resources.spark import SparkJobRunner
+from pipeline.settings import Settings
+from pipeline.spark_jobs import beaconing_candidates, lake
+from pipeline.spark_jobs.beaconing_candidates import DetectionParams
+
+GROUP = "detect"
+COVERAGE_CHECK = "window_coverage"
+TOP_COLUMNS = [
+    "SourceIP",
+    "DestinationIP",
+    "DestinationPort",
+    "Protocol",
+    "kind",
+    "score",
+    "connections",
+    "median_interval_s",
+    "prevalence",
+    "reasons",
+]
+
+
+def detection_params(settings: Settings) -> DetectionParams:
+    return DetectionParams(
+        lookback_days=settings.lookback_days,
+        first_day=settings.start_date,
+        internal_networks=settings.internal_networks,
+        min_connections=settings.min_connections,
+        score_threshold=settings.score_threshold,
+        max_prevalence=settings.max_prevalence,
+    )
+
+
+def read_day(lake_url: str, table: str, day: str) -> pd.DataFrame:
+    """A small per-day table (candidates, enriched) read on the driver with pandas."""
+    manifest = lake.read_manifest(lake_url, table, pd.Timestamp(day).date())
+    if manifest is None or manifest.get("rows", 0) == 0:
+        return pd.DataFrame()
+    return pd.read_parquet(lake.day_url(lake_url, table, pd.Timestamp(day).date()))
+
+
+def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="beaconing_candidates",
+        group_name=GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[
+            dg.AssetDep(
+                "pair_daily_stats", partition_mapping=lookback_window(settings.lookback_days)
+            )
+        ],
+        kinds={"spark", "parquet"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                COVERAGE_CHECK,
+                asset="beaconing_candidates",
+                description=(
+                    "Warns when a day's lookback window has less than "
+                    f"{settings.min_window_coverage:.0%} of its days in the lake."
+                ),
+            )
+        ],
+        description=(
+            f"Pairs whose connections over the last {settings.lookback_days} days look like a "
+            "timer (jitter-tolerant timing, size, histogram and duration scores), to external "
+            "destinations few internal hosts use; one row per reported pair with its reasons."
+        ),
+    )
+    def beaconing_candidates_asset(
+        context: dg.AssetExecutionContext, spark: SparkJobRunner
+    ) -> dg.MaterializeResult:
+        days = days_in_run(context)
+        report = spark.run(
+            beaconing_candidates.run,
+            lake_url=settings.lake_url,
+            days=days,
+            params=detection_params(settings),
+        )
+        for day, facts in sorted(report.items()):
+            if facts["window_days_missing"]:
+                context.log.warning(
+                    f"{day}: window misses {len(facts['window_days_missing'])} day(s) of "
+                    f"pair_daily_stats: {', '.join(facts['window_days_missing'])}"
+                )
+        latest = max(report)
+        top = read_day(settings.lake_url, beaconing_candidates.TABLE, latest)
+        if not top.empty:
+            top = top.sort_values("score", ascending=False).head(20)
+        low = {
+            d: f["window_days_present"] / settings.lookback_days
+            for d, f in report.items()
+            if f["window_days_present"] / settings.lookback_days < settings.min_window_coverage
+        }
+        rows = sum(f["rows"] for f in report.values())
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": rows,
+                "candidates": rows,
+                "strobes": sum(f["strobes"] for f in report.values()),
+                "lookback_days": settings.lookback_days,
+                "window_coverage": dg.MetadataValue.md(
+                    markdown_table(
+                        per_day_rows(
+                            report,
+                            ["window_start", "window_days_present", "window_days_missing", "rows"],
+                        )
+                    )
+                ),
+                f"top_candidates_{latest}": dg.MetadataValue.md(
+                    markdown_table(top.to_dict("records"), TOP_COLUMNS)
+                    if not top.empty
+                    else "(none)"
+                ),
+                "path": dg.MetadataValue.path(
+                    lake.table_url(settings.lake_url, beaconing_candidates.TABLE)
+                ),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name=COVERAGE_CHECK,
+                    passed=not low,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "minimum": settings.min_window_coverage,
+                        "days_below_minimum": dg.MetadataValue.json(low),
+                    },
+                )
+            ],
+        )
+
+    return beaconing_candidates_asset

@@ -1,0 +1,137 @@
+"""network_sessions: the day's firewall records, typed and deduplicated, bad ones quarantined."""
+
+from collections import Counter
+
+import dagster as dg
+
+from pipeline import export_layout
+from pipeline.assets.metadata import markdown_table, per_day_rows
+from pipeline.partitions import days_in_run
+from pipeline.resources.spark import SparkJobRunner
+from pipeline.settings import Settings
+from pipeline.spark_jobs import lake, network_sessions
+
+GROUP = "ingest"
+QUARANTINE_CHECK = "quarantine_ratio_within_limit"
+ROWS_CHECK = "has_rows"
+
+
+def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="network_sessions",
+        group_name=GROUP,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=["commonsecuritylog_export"],
+        kinds={"spark", "parquet"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                QUARANTINE_CHECK,
+                asset="network_sessions",
+                blocking=True,
+                description=(
+                    "Fails (and stops the day before the watchlist) when more than "
+                    f"{settings.max_quarantine_ratio:.0%} of a day's records are quarantined."
+                ),
+            ),
+            dg.AssetCheckSpec(
+                ROWS_CHECK, asset="network_sessions", description="Warns on a day with no rows."
+            ),
+        ],
+        description=(
+            "Firewall connections of the day as lake parquet (network_sessions/date=D/): typed, "
+            "deduplicated, vendor-filtered; malformed records go to quarantine/date=D/ with the "
+            "reason."
+        ),
+    )
+    def network_sessions_asset(
+        context: dg.AssetExecutionContext, spark: SparkJobRunner
+    ) -> dg.MaterializeResult:
+        days = days_in_run(context)
+        per_day, late = export_layout.blobs_for_days(
+            settings.export_url, days, settings.workspace_resource_id
+        )
+        empty = [d.isoformat() for d, blobs in per_day.items() if not blobs]
+        if empty:
+            raise FileNotFoundError(
+                f"no export blobs for {', '.join(empty)} under {settings.export_url}: "
+                "materialize commonsecuritylog_export for those days first"
+            )
+        urls = [b.url for d in days for b in per_day[d]] + [b.url for b in late]
+        context.log.info(
+            f"reading {len(urls)} export blobs for {len(days)} day(s) "
+            f"({len(late)} from the next day's first hours, for late records)"
+        )
+        report = spark.run(
+            network_sessions.run,
+            lake_url=settings.lake_url,
+            days=days,
+            blob_urls=urls,
+            device_vendors=settings.device_vendors,
+        )
+        return _result(settings, report, late_blobs=len(late))
+
+    return network_sessions_asset
+
+
+def _result(settings: Settings, report: dict, late_blobs: int) -> dg.MaterializeResult:
+    rows = sum(r["rows"] for r in report.values())
+    quarantined = sum(r["quarantined"] for r in report.values())
+    reasons: Counter[str] = Counter()
+    for facts in report.values():
+        reasons.update(facts["quarantine_reasons"])
+    over = {
+        d: f["quarantine_ratio"]
+        for d, f in report.items()
+        if f["quarantine_ratio"] > settings.max_quarantine_ratio
+    }
+    empty_days = [d for d, f in report.items() if f["rows"] == 0]
+    table = per_day_rows(
+        report,
+        [
+            "rows",
+            "duplicates_dropped",
+            "late_records",
+            "vendor_filtered",
+            "quarantined",
+            "quarantine_ratio",
+        ],
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "rows": rows,
+            "quarantined": quarantined,
+            "quarantine_reasons": dict(reasons),
+            "duplicates_dropped": sum(r["duplicates_dropped"] for r in report.values()),
+            "late_records": sum(r["late_records"] for r in report.values()),
+            "late_window_blobs": late_blobs,
+            "per_day": dg.MetadataValue.md(markdown_table(table)),
+            "path": dg.MetadataValue.path(
+                lake.table_url(settings.lake_url, network_sessions.TABLE)
+            ),
+            "quarantine_path": dg.MetadataValue.path(
+                lake.table_url(settings.lake_url, network_sessions.QUARANTINE_TABLE)
+            ),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=QUARANTINE_CHECK,
+                passed=not over,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "limit": settings.max_quarantine_ratio,
+                    "days_over_limit": dg.MetadataValue.json(over),
+                    "worst_ratio": max(
+                        (f["quarantine_ratio"] for f in report.values()), default=0.0
+                    ),
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name=ROWS_CHECK,
+                passed=not empty_days,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"days_without_rows": dg.MetadataValue.json(empty_days)},
+            ),
+        ],
+    )

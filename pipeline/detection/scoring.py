@@ -1,0 +1,158 @@
+"""Beacon scoring of one (source, destination, port, protocol) pair over the lookback window.
+
+Pure numpy, no Spark or Dagster: `score_pair` takes the pair's connection times and sizes and
+returns its subscores, in the spirit of RITA v5 (activecm/rita, analysis/beacons.go; REFERENCE §7):
+
+- timing: on the intervals between distinct connection times, the mean of
+  `1 - |Bowley skew|` with Bowley skew `(Q1 + Q3 - 2·Q2) / (Q3 - Q1)` and `(median - MAD) / median`.
+  Jitter that is symmetric or one-sided keeps the skew near 0, so jittered beacons still score high.
+- size: the same two measures on bytes sent and on bytes received, apart, averaged.
+- histogram: `1 - CV` of connection counts per bin, with bins of `max(1 h, 2 × median interval)`
+  over the pair's active span: a timer fills every bin evenly, bursty human traffic does not.
+- duration: `max(span / window, longest run of active hours / 24)`: a timer keeps going.
+
+The score is the mean of the subscores (size left out when the firewall logs no bytes).
+`percent_beacon` is the notebook's metric done per pair: the largest share of intervals (> 15 s,
+in whole seconds) that fall within ±2 neighbouring interval values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_INTERVALS = 3  # RITA needs 4 distinct timestamps
+HISTOGRAM_EDGES_S = np.logspace(0, np.log10(86_400), 26)  # interval histogram for the UI
+NOTEBOOK_MIN_DELTA_S = 15
+NOTEBOOK_NEIGHBOURS = 2
+
+
+@dataclass(frozen=True)
+class PairScore:
+    score: float
+    timing_score: float
+    size_score: float | None
+    histogram_score: float
+    duration_score: float
+    median_interval_s: float
+    interval_mad_s: float
+    percent_beacon: float
+    hours_active_ratio: float
+    interval_histogram: list[int]
+
+
+def regularity(values: np.ndarray) -> float:
+    """RITA's regularity of a sample: mean of `1 - |Bowley skew|` and `(median - MAD)/median`."""
+    if len(values) < MIN_INTERVALS:
+        return 0.0
+    q1, q2, q3 = np.percentile(values, [25, 50, 75])
+    skew = (q1 + q3 - 2 * q2) / (q3 - q1) if q3 > q1 else 0.0
+    mad = float(np.median(np.abs(values - q2)))
+    madm = max(0.0, (q2 - mad) / q2) if q2 > 0 else 0.0
+    return float((1 - abs(skew) + madm) / 2)
+
+
+def histogram_score(times_s: np.ndarray, median_interval_s: float) -> float:
+    """`1 - CV` of counts per bin over the active span, bins of max(1 h, 2 × median interval)."""
+    width = max(3600.0, 2 * median_interval_s)
+    span = times_s[-1] - times_s[0]
+    bins = int(span // width) + 1
+    if bins < 2:
+        return 0.0
+    counts = np.bincount(((times_s - times_s[0]) // width).astype(np.int64), minlength=bins)
+    mean = counts.mean()
+    return float(max(0.0, 1 - counts.std() / mean)) if mean > 0 else 0.0
+
+
+def duration_score(times_s: np.ndarray, window_s: float) -> tuple[float, float]:
+    """(duration score, share of hours active between first and last connection)."""
+    hours = np.unique((times_s // 3600).astype(np.int64))
+    span_hours = hours[-1] - hours[0] + 1
+    runs = np.split(hours, np.flatnonzero(np.diff(hours) != 1) + 1)
+    longest = max(len(r) for r in runs)
+    span_ratio = min(1.0, (times_s[-1] - times_s[0]) / window_s) if window_s > 0 else 0.0
+    return float(max(span_ratio, min(1.0, longest / 24))), float(len(hours) / span_hours)
+
+
+def percent_beacon(times_s: np.ndarray) -> float:
+    """The notebook's Percentbeacon, computed per pair and with a correct denominator."""
+    deltas = np.round(np.diff(times_s)).astype(np.int64)
+    deltas = deltas[deltas > NOTEBOOK_MIN_DELTA_S]
+    if len(deltas) == 0:
+        return 0.0
+    _, counts = np.unique(deltas, return_counts=True)
+    kernel = np.ones(2 * NOTEBOOK_NEIGHBOURS + 1)
+    windowed = np.convolve(counts, kernel, mode="same")
+    return float(windowed.max() / len(deltas) * 100)
+
+
+def score_pair(
+    times_s: np.ndarray,
+    sent_bytes: np.ndarray,
+    received_bytes: np.ndarray,
+    window_s: float,
+) -> PairScore | None:
+    """Score one pair; None when it has too few distinct connection times to judge."""
+    order = np.argsort(times_s, kind="stable")
+    times_s = np.asarray(times_s, dtype=np.float64)[order]
+    sent_bytes = np.asarray(sent_bytes, dtype=np.float64)[order]
+    received_bytes = np.asarray(received_bytes, dtype=np.float64)[order]
+    distinct = np.unique(times_s)
+    if len(distinct) < MIN_INTERVALS + 1:
+        return None
+    intervals = np.diff(distinct)
+    median = float(np.median(intervals))
+    mad = float(np.median(np.abs(intervals - median)))
+    timing = regularity(intervals)
+    sizes = [regularity(s[s >= 0]) for s in (sent_bytes, received_bytes) if (s >= 0).sum() >= 4]
+    size = float(np.mean(sizes)) if sizes else None
+    histogram = histogram_score(distinct, median)
+    duration, hours_active = duration_score(distinct, window_s)
+    parts = [timing, histogram, duration] + ([size] if size is not None else [])
+    counts, _ = np.histogram(np.clip(intervals, 1, 86_400), bins=HISTOGRAM_EDGES_S)
+    return PairScore(
+        score=float(np.mean(parts)),
+        timing_score=timing,
+        size_score=size,
+        histogram_score=histogram,
+        duration_score=duration,
+        median_interval_s=median,
+        interval_mad_s=mad,
+        percent_beacon=percent_beacon(distinct),
+        hours_active_ratio=hours_active,
+        interval_histogram=counts.astype(int).tolist(),
+    )
+
+
+def human_interval(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def describe(
+    result: PairScore,
+    *,
+    days_seen: int,
+    window_days: int,
+    first_seen_age_days: int,
+    internal_sources_to_destination: int,
+    internal_sources: int,
+) -> str:
+    """The analyst-facing reasons a pair was reported, in one line."""
+    spread = result.interval_mad_s / result.median_interval_s if result.median_interval_s else 0.0
+    parts = [
+        f"interval {human_interval(result.median_interval_s)} ± {spread:.0%}",
+        f"{result.hours_active_ratio:.0%} of hours active",
+        f"seen {days_seen} of {window_days} days",
+        "first seen today"
+        if first_seen_age_days == 0
+        else f"first seen {first_seen_age_days} days ago",
+        f"{internal_sources_to_destination} of {internal_sources} internal hosts reach it",
+    ]
+    if result.size_score is not None and result.size_score >= 0.8:
+        parts.append("consistent sizes")
+    return ", ".join(parts)

@@ -1,0 +1,81 @@
+"""The Spark resource: one lazy session per process, local by default, a cluster when configured.
+
+Assets never touch DataFrames: they ask this resource to run a job from `pipeline.spark_jobs`
+(a plain function of a SparkSession and lake URIs), so the same job runs in-process here and on
+a cluster unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from dagster_pyspark import LazyPySparkResource
+
+from pipeline.settings import Settings
+
+T = TypeVar("T")
+
+
+class JavaMissingError(RuntimeError):
+    pass
+
+
+def spark_config(settings: Settings) -> dict[str, Any]:
+    """Session settings: small shuffles and packed small files for one machine, UTC always."""
+    config: dict[str, Any] = {
+        "spark.app.name": "beacon-pipeline",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.log.level": "WARN",
+    }
+    if settings.spark_master.startswith("sc://"):
+        config["spark.remote"] = settings.spark_master
+        return config
+    config["spark.master"] = settings.spark_master
+    if settings.spark_mode == "local":
+        config.update(
+            {
+                "spark.driver.memory": settings.spark_driver_memory,
+                "spark.ui.enabled": "false",
+                "spark.ui.showConsoleProgress": "false",
+                # Export blobs are many and small: pack them into few tasks.
+                "spark.sql.files.openCostInBytes": str(1 << 20),
+                "spark.sql.files.maxPartitionBytes": str(64 << 20),
+                "spark.sql.shuffle.partitions": "4",
+                "spark.sql.adaptive.coalescePartitions.enabled": "true",
+            }
+        )
+    return config
+
+
+def require_java() -> None:
+    """Fail early with what to install, instead of a py4j stack trace."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and os.path.exists(os.path.join(java_home, "bin", "java")):
+        return
+    if shutil.which("java"):
+        return
+    raise JavaMissingError(
+        "Spark needs Java 17 (or 11/21) and none was found on PATH or in JAVA_HOME. "
+        "Install it, e.g. `sudo apt-get install openjdk-17-jre-headless` (Debian/Ubuntu) or "
+        "`brew install openjdk@17` (macOS), then run again."
+    )
+
+
+class SparkJobRunner(LazyPySparkResource):
+    """Runs a named Spark job (a function of a SparkSession and keyword parameters)."""
+
+    def _init_session(self) -> None:
+        if self._spark_session is None and "spark.remote" not in self.spark_config:
+            require_java()
+            # Python workers must use this interpreter (with pandas/numpy), not the system one.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        super()._init_session()
+
+    def run(self, job: Callable[..., T], **params: Any) -> T:
+        return job(self.spark_session, **params)

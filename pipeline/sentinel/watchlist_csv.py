@@ -1,0 +1,65 @@
+"""The watchlist CSV exactly as Sentinel receives it in `rawContent`.
+
+Key columns come first; every cell is neutralised against spreadsheet formula injection, since
+analysts open watchlists in Excel (a cell starting with =, +, -, @, tab or CR is a formula).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+
+import pandas as pd
+
+KEY_COLUMNS = ["SourceIP", "DestinationIP", "DestinationPort"]
+COLUMNS = [
+    *KEY_COLUMNS,
+    "Protocol",
+    "PairKey",
+    "kind",
+    "risk_rank",
+    "risk_score",
+    "score",
+    "connections",
+    "median_interval_s",
+    "prevalence",
+    "first_seen",
+    "last_seen",
+    "reasons",
+    "date",
+]
+SEARCH_KEY = "PairKey"
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+# Deterministic item ids: the same pair is the same watchlist item on every run.
+ITEM_NAMESPACE = uuid.UUID("6f1d6d5e-2b7c-4f7e-9d0a-5b1c3e9a7f21")
+
+
+def safe_cell(value: object) -> str:
+    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def pair_key(row: pd.Series) -> str:
+    return f"{row['SourceIP']}|{row['DestinationIP']}|{row['DestinationPort']}|{row['Protocol']}"
+
+
+def item_id(key: str) -> str:
+    return str(uuid.uuid5(ITEM_NAMESPACE, key))
+
+
+def watchlist_csv(enriched: pd.DataFrame) -> str:
+    """The CSV text for the watchlist (header only when there is nothing to report)."""
+    frame = enriched.copy()
+    if not frame.empty:
+        frame["PairKey"] = frame.apply(pair_key, axis=1)
+        frame["risk_score"] = frame["risk_score"].round(3)
+        frame["score"] = frame["score"].round(3)
+        frame["prevalence"] = frame["prevalence"].round(3)
+        frame["median_interval_s"] = frame["median_interval_s"].round(1)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerow(COLUMNS)
+    for record in frame.reindex(columns=COLUMNS).itertuples(index=False):
+        writer.writerow([safe_cell(v) for v in record])
+    return out.getvalue()

@@ -1,0 +1,244 @@
+"""The lookback window of `pair_daily_stats` → scored beaconing candidates per day.
+
+For each target day D the window is D-N+1 … D (clipped at the first partition). Every daily
+summary row is fanned out to the target days whose window holds it, so a range of days is scored
+in one pass. Pairs are scored with `pipeline.detection.scoring` inside `mapInPandas` (on the
+executors, never on the driver); context that separates C2 from benign pollers (prevalence
+among internal hosts, first-seen age) is computed in Spark over all pairs of the window.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipeline.detection.scoring import describe, score_pair
+from pipeline.spark_jobs import lake
+from pipeline.spark_jobs.networks import is_internal
+from pipeline.spark_jobs.pair_daily_stats import STROBE_CONNECTIONS_PER_DAY
+from pipeline.spark_jobs.pair_daily_stats import TABLE as STATS_TABLE
+from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES, PAIR_DAILY_STATS, PAIR_KEY
+
+TABLE = "beaconing_candidates"
+MS_PER_DAY = 86_400_000
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    lookback_days: int
+    first_day: dt.date
+    internal_networks: tuple[str, ...]
+    min_connections: int
+    score_threshold: float
+    max_prevalence: float
+
+
+def window_of(day: dt.date, params: DetectionParams) -> list[dt.date]:
+    """The days of `day`'s lookback window, clipped at the first partition."""
+    start = max(day - dt.timedelta(days=params.lookback_days - 1), params.first_day)
+    return [start + dt.timedelta(days=i) for i in range((day - start).days + 1)]
+
+
+def _score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    columns = [f.name for f in BEACONING_CANDIDATES.fields]
+    for batch in batches:
+        rows = []
+        for pair in batch.itertuples(index=False):
+            if pair.is_strobe:
+                rows.append(_strobe_row(pair))
+                continue
+            result = score_pair(
+                np.asarray(pair.event_ms, dtype=np.float64) / 1000.0,
+                np.asarray(pair.sent_bytes),
+                np.asarray(pair.received_bytes),
+                window_s=pair.window_days_present * 86_400.0,
+            )
+            if result is None:
+                continue
+            reasons = describe(
+                result,
+                days_seen=pair.days_seen,
+                window_days=pair.window_days_present,
+                first_seen_age_days=pair.first_seen_age_days,
+                internal_sources_to_destination=pair.internal_sources_to_destination,
+                internal_sources=pair.internal_sources,
+            )
+            rows.append(
+                {
+                    **_context(pair),
+                    "kind": "beacon",
+                    "score": result.score,
+                    "median_interval_s": result.median_interval_s,
+                    "interval_mad_s": result.interval_mad_s,
+                    "timing_score": result.timing_score,
+                    "size_score": result.size_score,
+                    "histogram_score": result.histogram_score,
+                    "duration_score": result.duration_score,
+                    "percent_beacon": result.percent_beacon,
+                    "hours_active_ratio": result.hours_active_ratio,
+                    "interval_histogram": result.interval_histogram,
+                    "reasons": reasons,
+                }
+            )
+        yield pd.DataFrame(rows, columns=columns)
+
+
+def _context(pair: Any) -> dict[str, Any]:
+    return {
+        name: getattr(pair, name)
+        for name in (
+            *PAIR_KEY,
+            "connections",
+            "days_seen",
+            "first_seen",
+            "last_seen",
+            "first_seen_age_days",
+            "internal_sources_to_destination",
+            "internal_sources",
+            "prevalence",
+            "sent_bytes_total",
+            "received_bytes_total",
+            "device_vendor",
+            "destination_hostname",
+            "window_start",
+            "window_days_present",
+            "date",
+        )
+    }
+
+
+def _strobe_row(pair: Any) -> dict[str, Any]:
+    return {
+        **_context(pair),
+        "kind": "strobe",
+        "score": 1.0,
+        "reasons": (
+            f"strobe: more than {STROBE_CONNECTIONS_PER_DAY:,} connections on a day "
+            f"({pair.connections:,} in {pair.days_seen} days)"
+        ),
+    }
+
+
+def _windowed_pairs(
+    stats: DataFrame, targets: list[dt.date], params: DetectionParams, coverage: DataFrame
+) -> DataFrame:
+    """One row per (target day, pair) with the pair's events over the target's window."""
+    target_strings = [d.isoformat() for d in targets]
+    day = F.to_date("date")
+    fanned = stats.withColumn(
+        "target", F.explode(F.sequence(day, F.date_add(day, params.lookback_days - 1)))
+    ).withColumn("target", F.date_format("target", "yyyy-MM-dd"))
+    fanned = fanned.filter(F.col("target").isin(target_strings)).join(
+        F.broadcast(coverage), "target"
+    )
+    offset_ms = F.datediff(day, F.to_date("window_start")).cast("long") * MS_PER_DAY
+    src_internal = is_internal(F.col("SourceIP"), params.internal_networks)
+    fanned = fanned.withColumn("src_internal", src_internal)
+
+    prevalence = (
+        fanned.filter("src_internal")
+        .groupBy("target", "DestinationIP")
+        .agg(F.countDistinct("SourceIP").alias("internal_sources_to_destination"))
+    )
+    population = (
+        fanned.filter("src_internal")
+        .groupBy("target")
+        .agg(F.countDistinct("SourceIP").alias("internal_sources"))
+    )
+    external = fanned.filter(~is_internal(F.col("DestinationIP"), params.internal_networks))
+    pairs = external.groupBy("target", *PAIR_KEY).agg(
+        F.sum("connections").alias("connections"),
+        F.countDistinct("date").alias("days_seen"),
+        F.min("first_seen").alias("first_seen"),
+        F.max("last_seen").alias("last_seen"),
+        F.sum("sent_bytes_total").alias("sent_bytes_total"),
+        F.sum("received_bytes_total").alias("received_bytes_total"),
+        F.max("is_strobe").alias("is_strobe"),
+        F.flatten(
+            F.collect_list(F.transform("event_ms", lambda ms: ms.cast("long") + offset_ms))
+        ).alias("event_ms"),
+        F.flatten(F.collect_list("sent_bytes")).alias("sent_bytes"),
+        F.flatten(F.collect_list("received_bytes")).alias("received_bytes"),
+        F.max("device_vendor").alias("device_vendor"),
+        F.max("destination_hostname").alias("destination_hostname"),
+        F.first("window_start").alias("window_start"),
+        F.first("window_days_present").alias("window_days_present"),
+    )
+    pairs = pairs.filter((F.col("connections") >= params.min_connections) | F.col("is_strobe"))
+    return (
+        pairs.join(prevalence, ["target", "DestinationIP"], "left")
+        .join(population, "target", "left")
+        .fillna(0, ["internal_sources_to_destination", "internal_sources"])
+        .withColumn(
+            "prevalence",
+            F.when(
+                F.col("internal_sources") > 0,
+                F.col("internal_sources_to_destination") / F.col("internal_sources"),
+            ).otherwise(F.lit(0.0)),
+        )
+        .withColumn(
+            "first_seen_age_days",
+            F.datediff(F.to_date("target"), F.to_date("first_seen")).cast("int"),
+        )
+        .withColumn("days_seen", F.col("days_seen").cast("int"))
+        .withColumn("date", F.col("target"))
+    )
+
+
+def run(
+    spark: SparkSession, *, lake_url: str, days: list[dt.date], params: DetectionParams
+) -> dict[str, Any]:
+    """Score the windows of `days`; returns per day the window coverage and candidate counts."""
+    windows = {day: window_of(day, params) for day in days}
+    needed = sorted({d for window in windows.values() for d in window})
+    present = set(lake.days_present(lake_url, STATS_TABLE, needed))
+    report: dict[str, dict[str, Any]] = {}
+    for day, window in windows.items():
+        have = [d for d in window if d in present]
+        report[day.isoformat()] = {
+            "window_start": window[0].isoformat(),
+            "window_days": len(window),
+            "window_days_present": len(have),
+            "window_days_missing": [d.isoformat() for d in window if d not in present],
+            "window_clipped_by_start_date": len(window) < params.lookback_days,
+        }
+    coverage = spark.createDataFrame(
+        [(k, v["window_start"], v["window_days_present"]) for k, v in report.items()],
+        "target string, window_start string, window_days_present int",
+    )
+    stats = lake.read_days(spark, lake_url, STATS_TABLE, sorted(present), PAIR_DAILY_STATS)
+    pairs = _windowed_pairs(stats, days, params, coverage)
+    scored = pairs.mapInPandas(_score_batches, BEACONING_CANDIDATES)
+    reported = scored.filter(
+        (F.col("kind") == "strobe")
+        | (
+            (F.col("score") >= params.score_threshold)
+            & (F.col("prevalence") <= params.max_prevalence)
+        )
+    ).cache()
+    try:
+        counts = {
+            r["date"]: (r["candidates"], r["strobes"])
+            for r in reported.groupBy("date")
+            .agg(
+                F.count(F.lit(1)).alias("candidates"),
+                F.sum((F.col("kind") == "strobe").cast("int")).alias("strobes"),
+            )
+            .collect()
+        }
+        lake.replace_days(reported, lake_url, TABLE, days, {d: c[0] for d, c in counts.items()})
+    finally:
+        reported.unpersist()
+    for day in days:
+        key = day.isoformat()
+        candidates, strobes = counts.get(key, (0, 0))
+        report[key].update(rows=candidates, strobes=strobes)
+        lake.write_manifest(lake_url, TABLE, day, report[key])
+    return report
