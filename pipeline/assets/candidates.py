@@ -1,5 +1,7 @@
 """beaconing_candidates: pairs that call out on a timer over the lookback window, with reasons."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 
@@ -39,10 +41,12 @@ def detection_params(settings: Settings) -> DetectionParams:
 
 def read_day(lake_url: str, table: str, day: str) -> pd.DataFrame:
     """A small per-day table (candidates, enriched) read on the driver with pandas."""
-    manifest = lake.read_manifest(lake_url, table, pd.Timestamp(day).date())
+    date = dt.date.fromisoformat(day)
+    manifest = lake.read_manifest(lake_url, table, date)
     if manifest is None or manifest.get("rows", 0) == 0:
         return pd.DataFrame()
-    return pd.read_parquet(lake.day_url(lake_url, table, pd.Timestamp(day).date()))
+    # The day lives in the folder name (date=D), not in the files: put it back as a column.
+    return pd.read_parquet(lake.day_url(lake_url, table, date)).assign(date=day)
 
 
 def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:

@@ -57,6 +57,8 @@ def watchlist_csv(enriched: pd.DataFrame) -> str:
         frame["score"] = frame["score"].round(3)
         frame["prevalence"] = frame["prevalence"].round(3)
         frame["median_interval_s"] = frame["median_interval_s"].round(1)
+        for column in ("first_seen", "last_seen"):
+            frame[column] = pd.to_datetime(frame[column]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerow(COLUMNS)

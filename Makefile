@@ -1,0 +1,54 @@
+# make demo   run the whole pipeline on 21 days of generated sample data (./.data/)
+# make ui     open the Dagster UI on those results (http://127.0.0.1:3000)
+# make test   lint and run the test suite (what CI runs)
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
+DEMO_DAYS ?= 21
+UI_PORT ?= 3000
+
+.PHONY: demo ui test lint format install java clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+java:
+	@command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ] || { \
+	  echo "Spark needs Java 17 and none was found on PATH or in JAVA_HOME."; \
+	  echo "Install it: sudo apt-get install openjdk-17-jre-headless (Debian/Ubuntu)"; \
+	  echo "            brew install openjdk@17 (macOS)"; exit 1; }
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install java $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster asset materialize -m pipeline.definitions --select '*' \
+	  --partition-range "$$($(PY) -m pipeline demo-range --days $(DEMO_DAYS))"
+	$(PY) -m pipeline show
+
+ui: install java $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+lint: install
+	$(VENV)/bin/ruff check pipeline pipeline_tests
+	$(VENV)/bin/ruff format --check pipeline pipeline_tests
+
+format: install
+	$(VENV)/bin/ruff check --fix pipeline pipeline_tests
+	$(VENV)/bin/ruff format pipeline pipeline_tests
+
+test: install java lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf .data

@@ -1,0 +1,58 @@
+"""Shared fixtures: one local Spark session for the whole test process, export-layout writers."""
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.export_layout import hour_folder, workspace_path
+from pipeline.resources.spark import spark_config
+from pipeline.sample.traffic import DEFAULT_WORKSPACE
+from pipeline.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one Spark session of the test process (the pipeline's resource reuses it)."""
+    from pipeline.resources.spark import SparkJobRunner
+
+    runner = SparkJobRunner(spark_config=spark_config(Settings(spark_master="local[2]")))
+    return runner.spark_session
+
+
+def record(ts: str, src: str = "10.0.0.5", dst: str = "203.0.113.9", **extra) -> dict:
+    """A CommonSecurityLog record as the export writes it."""
+    base = {
+        "TimeGenerated": ts,
+        "DeviceVendor": "Fortinet",
+        "DeviceProduct": "Fortigate",
+        "SourceIP": src,
+        "SourcePort": 50000,
+        "DestinationIP": dst,
+        "DestinationPort": 443,
+        "Protocol": "TCP",
+        "SentBytes": 100,
+        "ReceivedBytes": 200,
+        "Type": "CommonSecurityLog",
+    }
+    base.update(extra)
+    return base
+
+
+def write_blob(
+    root: Path,
+    day: dt.date,
+    hour: int,
+    minute: int,
+    lines: list,
+    name: str = "PT05M.json",
+    workspace: str = DEFAULT_WORKSPACE,
+) -> Path:
+    """Write one export blob; dict lines are JSON-encoded, str lines are written as they are."""
+    folder = root / hour_folder(workspace_path(workspace), day, hour, minute)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    text = "".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines)
+    path.write_text(text)
+    return path
