@@ -72,7 +72,9 @@ def _url(value: str) -> str:
             raise ValueError("must be a local path or a file://, abfss:// or az:// URL")
     if ".." in value.replace("\\", "/").split("/"):
         raise ValueError("must not contain '..'")
-    return value.rstrip("/") or "/"
+    stripped = value.rstrip("/")
+    # Keep the root of a URL or of the filesystem whole: "file:///" must not become "file:".
+    return value if not stripped or stripped.endswith(":") else stripped
 
 
 def _optional_url(value: str) -> str | None:

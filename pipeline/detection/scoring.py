@@ -8,7 +8,8 @@ returns its subscores, in the spirit of RITA v5 (activecm/rita, analysis/beacons
   Jitter that is symmetric or one-sided keeps the skew near 0, so jittered beacons still score high.
 - size: the same two measures on bytes sent and on bytes received, apart, averaged.
 - histogram: `1 - CV` of connection counts per bin, with bins of `max(1 h, 2 × median interval)`
-  over the pair's active span: a timer fills every bin evenly, bursty human traffic does not.
+  over the pair's active span (whole bins only): a timer fills every bin evenly, bursty human
+  traffic does not.
 - duration: `max(span / window, longest run of active hours / 24)`: a timer keeps going.
 
 The score is the mean of the subscores (size left out when the firewall logs no bytes).
@@ -56,11 +57,12 @@ def regularity(values: np.ndarray) -> float:
 def histogram_score(times_s: np.ndarray, median_interval_s: float) -> float:
     """`1 - CV` of counts per bin over the active span, bins of max(1 h, 2 × median interval)."""
     width = max(3600.0, 2 * median_interval_s)
-    span = times_s[-1] - times_s[0]
-    bins = int(span // width) + 1
+    # Whole bins only: a partly covered last bin would look like a drop in activity.
+    bins = int((times_s[-1] - times_s[0]) // width)
     if bins < 2:
         return 0.0
-    counts = np.bincount(((times_s - times_s[0]) // width).astype(np.int64), minlength=bins)
+    index = ((times_s - times_s[0]) // width).astype(np.int64)
+    counts = np.bincount(index[index < bins], minlength=bins)
     mean = counts.mean()
     return float(max(0.0, 1 - counts.std() / mean)) if mean > 0 else 0.0
 

@@ -28,6 +28,9 @@ from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES, PAIR_DAILY_STATS, 
 
 TABLE = "beaconing_candidates"
 MS_PER_DAY = 86_400_000
+# A destination is common infrastructure when more than `max_prevalence` of internal hosts reach
+# it, and at least this many: in a network of one or two hosts every destination is "prevalent".
+COMMON_DESTINATION_MIN_HOSTS = 3
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,9 @@ def _score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
                     "reasons": reasons,
                 }
             )
-        yield pd.DataFrame(rows, columns=columns)
+        frame = pd.DataFrame(rows, columns=columns)
+        # Fields a row does not have (a strobe has no intervals) must reach Spark as null, not NaN.
+        yield frame.astype(object).where(frame.notna(), None)
 
 
 def _context(pair: Any) -> dict[str, Any]:
@@ -216,12 +221,11 @@ def run(
     stats = lake.read_days(spark, lake_url, STATS_TABLE, sorted(present), PAIR_DAILY_STATS)
     pairs = _windowed_pairs(stats, days, params, coverage)
     scored = pairs.mapInPandas(_score_batches, BEACONING_CANDIDATES)
+    common = (F.col("prevalence") > params.max_prevalence) & (
+        F.col("internal_sources_to_destination") >= COMMON_DESTINATION_MIN_HOSTS
+    )
     reported = scored.filter(
-        (F.col("kind") == "strobe")
-        | (
-            (F.col("score") >= params.score_threshold)
-            & (F.col("prevalence") <= params.max_prevalence)
-        )
+        (F.col("kind") == "strobe") | ((F.col("score") >= params.score_threshold) & ~common)
     ).cache()
     try:
         counts = {

@@ -61,7 +61,7 @@ def chain(tmp_path_factory, spark):
 
 
 def test_range_run_materializes_every_asset_for_every_day(chain):
-    settings, result = chain
+    _, result = chain
     assert result.success
     materialized = {
         (e.asset_key.to_user_string(), e.partition)

@@ -1,0 +1,178 @@
+"""pair_daily_stats and beaconing_candidates with real local Spark on crafted sessions."""
+
+import datetime as dt
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from pipeline.spark_jobs import beaconing_candidates, lake, pair_daily_stats
+from pipeline.spark_jobs.beaconing_candidates import DetectionParams
+from pipeline.spark_jobs.schemas import NETWORK_SESSIONS
+
+START = dt.date(2026, 5, 1)
+RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
+def params(lookback_days: int, **overrides) -> DetectionParams:
+    values = dict(
+        lookback_days=lookback_days,
+        first_day=START,
+        internal_networks=RFC1918,
+        min_connections=12,
+        score_threshold=0.7,
+        max_prevalence=0.5,
+    )
+    values.update(overrides)
+    return DetectionParams(**values)
+
+
+def timer(day: dt.date, period_s: float, src: str, dst: str, port: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp(day)
+    offsets = np.arange(rng.uniform(0, period_s), 86_400, period_s)
+    offsets = offsets + rng.uniform(-0.05, 0.05, len(offsets)) * period_s
+    offsets = offsets[(offsets >= 0) & (offsets < 86_400)]
+    return [
+        {
+            "TimeGenerated": start + pd.Timedelta(seconds=float(o)),
+            "SourceIP": src,
+            "DestinationIP": dst,
+            "DestinationPort": port,
+            "Protocol": "TCP",
+            "SentBytes": 300,
+            "ReceivedBytes": 900,
+        }
+        for o in offsets
+    ]
+
+
+def write_sessions(spark, lake_url: str, rows_by_day: dict[dt.date, list[dict]]) -> None:
+    days = sorted(rows_by_day)
+    records = []
+    for day, rows in rows_by_day.items():
+        for row in rows:
+            full = {f.name: None for f in NETWORK_SESSIONS.fields}
+            full.update(row, date=day.isoformat())
+            full["TimeGenerated"] = pd.Timestamp(full["TimeGenerated"]).to_pydatetime()
+            records.append(tuple(full[f.name] for f in NETWORK_SESSIONS.fields))
+    frame = spark.createDataFrame(records, NETWORK_SESSIONS)
+    counts = {d.isoformat(): len(rows_by_day[d]) for d in days}
+    lake.replace_days(frame, lake_url, "network_sessions", days, counts)
+    for day in days:
+        lake.write_manifest(lake_url, "network_sessions", day, {"rows": counts[day.isoformat()]})
+
+
+def candidates(lake_url: str, day: dt.date) -> pd.DataFrame:
+    path = lake.day_url(lake_url, "beaconing_candidates", day)
+    return pd.read_parquet(path) if lake._exists(path) else pd.DataFrame(columns=["SourceIP"])
+
+
+def test_daily_summary_keeps_sorted_aligned_events(spark, tmp_path):
+    lake_url = str(tmp_path / "lake")
+    day = START
+    rows = timer(day, 600, "10.0.0.1", "198.51.100.1", 443, seed=1)
+    rows = [dict(r, SentBytes=i) for i, r in enumerate(rows)][::-1]  # written out of order
+    write_sessions(spark, lake_url, {day: rows})
+    report = pair_daily_stats.run(spark, lake_url=lake_url, days=[day])
+    assert report[day.isoformat()] == {"rows": 1, "strobes": 0}
+    stats = pd.read_parquet(lake.day_url(lake_url, "pair_daily_stats", day)).iloc[0]
+    assert stats["connections"] == len(rows)
+    assert list(stats["event_ms"]) == sorted(stats["event_ms"])
+    # Sizes follow their events: SentBytes was numbered in time order.
+    assert list(stats["sent_bytes"]) == list(range(len(rows)))
+    assert 0 <= stats["event_ms"][0] < 86_400_000
+
+
+def test_strobes_keep_counts_not_events_and_are_reported_apart(spark, tmp_path):
+    lake_url = str(tmp_path / "lake")
+    day = START
+    base = pd.Timestamp(day)
+    strobe = [
+        {
+            "TimeGenerated": base + pd.Timedelta(milliseconds=900 * i),
+            "SourceIP": "10.0.0.9",
+            "DestinationIP": "198.51.100.9",
+            "DestinationPort": 8080,
+            "Protocol": "TCP",
+        }
+        for i in range(pair_daily_stats.STROBE_CONNECTIONS_PER_DAY + 10)
+    ]
+    write_sessions(spark, lake_url, {day: strobe})
+    assert (
+        pair_daily_stats.run(spark, lake_url=lake_url, days=[day])[day.isoformat()]["strobes"] == 1
+    )
+    stats = pd.read_parquet(lake.day_url(lake_url, "pair_daily_stats", day)).iloc[0]
+    assert stats["is_strobe"] and stats["event_ms"] is None
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[day], params=params(1))
+    found = candidates(lake_url, day)
+    assert list(found["kind"]) == ["strobe"]
+    assert "strobe" in found["reasons"].iloc[0]
+
+
+def test_slow_beacon_needs_the_multi_day_window_and_raw_events_are_not_reread(spark, tmp_path):
+    lake_url = str(tmp_path / "lake")
+    days = [START + dt.timedelta(days=i) for i in range(7)]
+    # Every 4 h: 6 connections a day, below min_connections=12 on any single day.
+    write_sessions(
+        spark,
+        lake_url,
+        {d: timer(d, 4 * 3600, "10.0.0.7", "203.0.113.7", 443, seed=i) for i, d in enumerate(days)},
+    )
+    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
+    shutil.rmtree(lake.table_url(lake_url, "network_sessions"))  # candidates must not need it
+
+    last = days[-1]
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(1))
+    assert candidates(lake_url, last).empty
+    report = beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(7))
+    found = candidates(lake_url, last)
+    assert list(zip(found.SourceIP, found.DestinationIP, strict=True)) == [
+        ("10.0.0.7", "203.0.113.7")
+    ]
+    row = found.iloc[0]
+    assert 40 <= row["connections"] <= 43  # 6 a day, give or take the jitter at midnight
+    assert abs(row["median_interval_s"] - 4 * 3600) < 0.1 * 4 * 3600
+    assert row["days_seen"] == 7
+    assert "interval 4.0 h" in row["reasons"]
+    assert report[last.isoformat()]["window_days_present"] == 7
+
+
+def test_window_reports_missing_days_and_clipping_at_the_start_date(spark, tmp_path):
+    lake_url = str(tmp_path / "lake")
+    days = [START, START + dt.timedelta(days=1), START + dt.timedelta(days=3)]  # day 3 missing
+    write_sessions(
+        spark, lake_url, {d: timer(d, 300, "10.0.0.2", "203.0.113.2", 443, seed=3) for d in days}
+    )
+    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
+    target = days[-1]
+    report = beaconing_candidates.run(spark, lake_url=lake_url, days=[target], params=params(21))
+    facts = report[target.isoformat()]
+    assert facts["window_start"] == START.isoformat()
+    assert facts["window_clipped_by_start_date"] is True
+    assert facts["window_days"] == 4
+    assert facts["window_days_present"] == 3
+    assert facts["window_days_missing"] == [(START + dt.timedelta(days=2)).isoformat()]
+    assert lake.read_manifest(lake_url, "beaconing_candidates", target)["window_days_present"] == 3
+
+
+def test_prevalence_counts_internal_sources_only_and_hides_common_destinations(spark, tmp_path):
+    lake_url = str(tmp_path / "lake")
+    day = START
+    rows = []
+    # Four internal hosts poll the same service: prevalence 4/5 → not reported.
+    for i in range(4):
+        rows += timer(day, 900, f"10.0.0.{10 + i}", "198.51.100.50", 443, seed=10 + i)
+    # One internal host beacons to a destination that external scanners also reach.
+    rows += timer(day, 120, "10.0.0.20", "203.0.113.20", 443, seed=20)
+    for i in range(5):
+        rows += timer(day, 3600, f"8.8.4.{i}", "203.0.113.20", 443, seed=30 + i)
+    write_sessions(spark, lake_url, {day: rows})
+    pair_daily_stats.run(spark, lake_url=lake_url, days=[day])
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[day], params=params(1))
+    found = candidates(lake_url, day)
+    beacon = found[found.SourceIP == "10.0.0.20"].iloc[0]
+    assert beacon["internal_sources_to_destination"] == 1
+    assert beacon["internal_sources"] == 5
+    assert beacon["prevalence"] == 0.2
+    assert "198.51.100.50" not in set(found.DestinationIP)
