@@ -33,7 +33,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 demo: install java $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster asset materialize -m pipeline.definitions --select '*' \
-	  --partition-range "$$($(PY) -m pipeline demo-range --days $(DEMO_DAYS))"
+	  --partition-range "$$($(PY) -m pipeline demo-range --days $(DEMO_DAYS))" \
+	  --config-json '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 	$(PY) -m pipeline show
 
 ui: install java $(DAGSTER_HOME)/dagster.yaml
