@@ -14,6 +14,7 @@ import datetime as dt
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -67,6 +68,22 @@ class SampleNetwork:
 
     def host_ip(self, index: int) -> str:
         return f"10.20.{index // 250}.{index % 250 + 1}"
+
+    def events(self, day: dt.date) -> dict[str, np.ndarray]:
+        return _day_events(self, day)
+
+
+class TrafficModel(Protocol):
+    """Anything that can say, deterministically, which connections happened on a day."""
+
+    seed: int
+    workspace_resource_id: str
+    malformed_lines_per_day: int
+
+    def events(self, day: dt.date) -> dict[str, np.ndarray]:
+        """Arrays `time`, `arrival` (epoch s), `src`, `dest`, `port`, `proto`, `sent`, `recv`,
+        `source_port`, `vendor`, `product`: one entry per record the export writes."""
+        ...
 
 
 def _popular_destinations(rng: np.random.Generator, count: int = 300) -> np.ndarray:
@@ -174,6 +191,15 @@ def _day_events(network: SampleNetwork, day: dt.date) -> dict[str, np.ndarray]:
     }
     inside = (events["time"] >= start) & (events["time"] < start + SECONDS_PER_DAY)
     events = {k: v[inside] for k, v in events.items()}
+    fortinet = events["host"] < int(network.hosts * 0.75)
+    events["src"] = np.array([network.host_ip(int(h)) for h in events.pop("host")], dtype=object)
+    events["vendor"] = np.where(fortinet, "Fortinet", "Check Point").astype(object)
+    events["product"] = np.where(fortinet, "Fortigate", "VPN-1 & FireWall-1").astype(object)
+    return with_export_noise(rng, events)
+
+
+def with_export_noise(rng: np.random.Generator, events: dict[str, np.ndarray]) -> dict:
+    """Add what the export does to records: arrival lag, late arrivals, retry duplicates."""
     n = len(events["time"])
     # Export lag: seconds normally; 0.5 % arrive 30 min to 6 h late (possibly the next day).
     arrival = events["time"] + rng.uniform(1, 90, n)
@@ -188,14 +214,15 @@ def _day_events(network: SampleNetwork, day: dt.date) -> dict[str, np.ndarray]:
     return events
 
 
-def _format_lines(network: SampleNetwork, events: dict[str, np.ndarray]) -> list[str]:
+def _format_lines(events: dict[str, np.ndarray]) -> list[str]:
     stamps = np.datetime_as_string((events["time"] * 1e6).astype("datetime64[us]"), unit="us")
-    fortinet_hosts = int(network.hosts * 0.75)
     tenant = "11111111-2222-3333-4444-555555555555"
     lines = []
-    for stamp, host, dest, port, proto, s, r, sport in zip(
+    for stamp, src, vendor, product, dest, port, proto, s, r, sport in zip(
         stamps,
-        events["host"],
+        events["src"],
+        events["vendor"],
+        events["product"],
         events["dest"],
         events["port"],
         events["proto"],
@@ -204,15 +231,10 @@ def _format_lines(network: SampleNetwork, events: dict[str, np.ndarray]) -> list
         events["source_port"],
         strict=True,
     ):
-        vendor, product = (
-            ("Fortinet", "Fortigate")
-            if host < fortinet_hosts
-            else ("Check Point", "VPN-1 & FireWall-1")
-        )
         lines.append(
             f'{{"TenantId":"{tenant}","TimeGenerated":"{stamp}0Z","DeviceVendor":"{vendor}",'
             f'"DeviceProduct":"{product}","DeviceAction":"accept","Activity":"traffic",'
-            f'"SourceIP":"{network.host_ip(int(host))}","SourcePort":{sport},'
+            f'"SourceIP":"{src}","SourcePort":{sport},'
             f'"DestinationIP":"{dest}","DestinationPort":{port},"Protocol":"{proto}",'
             f'"SentBytes":{s},"ReceivedBytes":{r},"Computer":"fw01","Type":"CommonSecurityLog"}}'
         )
@@ -222,7 +244,7 @@ def _format_lines(network: SampleNetwork, events: dict[str, np.ndarray]) -> list
 def write_export_day(
     export_root: str | Path,
     day: dt.date,
-    network: SampleNetwork = SampleNetwork(),
+    network: TrafficModel = SampleNetwork(),
     layout: str = "5min",
     max_lines_per_blob: int = 50_000,
 ) -> dict[str, int]:
@@ -238,13 +260,13 @@ def write_export_day(
     start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
 
     # Records arriving today: today's on-time ones and yesterday's late ones.
-    parts = [_day_events(network, day), _day_events(network, day - dt.timedelta(days=1))]
+    parts = [network.events(day), network.events(day - dt.timedelta(days=1))]
     events = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     today = (events["arrival"] >= start) & (events["arrival"] < start + SECONDS_PER_DAY)
     events = {k: v[today] for k, v in events.items()}
     order = np.argsort(events["arrival"], kind="stable")
     events = {k: v[order] for k, v in events.items()}
-    lines = _format_lines(network, events)
+    lines = _format_lines(events)
     folder_of = ((events["arrival"] - start) // folder_seconds).astype(int)
 
     rng = np.random.default_rng([network.seed, day.toordinal(), 99])

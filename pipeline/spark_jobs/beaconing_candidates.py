@@ -16,21 +16,34 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from pipeline.detection.scoring import describe, score_pair
 from pipeline.spark_jobs import lake
-from pipeline.spark_jobs.networks import is_internal
+from pipeline.spark_jobs.networks import is_in_networks, is_internal
 from pipeline.spark_jobs.pair_daily_stats import STROBE_CONNECTIONS_PER_DAY
 from pipeline.spark_jobs.pair_daily_stats import TABLE as STATS_TABLE
 from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES, PAIR_DAILY_STATS, PAIR_KEY
 
 TABLE = "beaconing_candidates"
+SCORED = T.StructType(
+    [f for f in BEACONING_CANDIDATES.fields if f.name != "periodic_sources_to_destination"]
+)
 MS_PER_DAY = 86_400_000
-# A destination is common infrastructure when more than `max_prevalence` of internal hosts reach
-# it, and at least this many: in a network of one or two hosts every destination is "prevalent".
-COMMON_DESTINATION_MIN_HOSTS = 3
+# Benign pollers (update, telemetry, AV, NTP) run the same timer on many hosts; C2 usually runs on
+# one or two. A timer shared by this many internal hosts to one destination:port is a schedule,
+# not an implant, unless the destination is new (then it may be a worm or a mass compromise).
+SHARED_TIMER_MIN_HOSTS = 3
+# A host counts towards a shared timer when its pair scores at least this (below the report
+# threshold on purpose: jitter can push some hosts of a benign poller under it).
+SHARED_TIMER_MIN_SCORE = 0.6
+NEW_DESTINATION_DAYS = 2
+# The notebook's thresholds, for BEACON_PROFILE=notebook (REFERENCE §1).
+NOTEBOOK_MIN_PERCENT_BEACON = 75.0
+NOTEBOOK_MIN_CONNECTIONS = 100
+NOTEBOOK_MAX_DEGREE = 25
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,8 @@ class DetectionParams:
     internal_networks: tuple[str, ...]
     min_connections: int
     score_threshold: float
-    max_prevalence: float
+    profile: str = "default"  # default | notebook
+    allowlist: tuple[tuple[str, str], ...] = ()  # (kind, value): kind is "cidr" or "domain"
 
 
 def window_of(day: dt.date, params: DetectionParams) -> list[dt.date]:
@@ -50,7 +64,7 @@ def window_of(day: dt.date, params: DetectionParams) -> list[dt.date]:
 
 
 def _score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    columns = [f.name for f in BEACONING_CANDIDATES.fields]
+    columns = [f.name for f in SCORED.fields]
     for batch in batches:
         rows = []
         for pair in batch.itertuples(index=False):
@@ -105,6 +119,7 @@ def _context(pair: Any) -> dict[str, Any]:
             "first_seen",
             "last_seen",
             "first_seen_age_days",
+            "destination_age_days",
             "internal_sources_to_destination",
             "internal_sources",
             "prevalence",
@@ -147,17 +162,21 @@ def _windowed_pairs(
     src_internal = is_internal(F.col("SourceIP"), params.internal_networks)
     fanned = fanned.withColumn("src_internal", src_internal)
 
-    prevalence = (
-        fanned.filter("src_internal")
-        .groupBy("target", "DestinationIP")
-        .agg(F.countDistinct("SourceIP").alias("internal_sources_to_destination"))
+    destinations = fanned.groupBy("target", "DestinationIP").agg(
+        F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias(
+            "internal_sources_to_destination"
+        ),
+        F.min("date").alias("destination_first_day"),
     )
     population = (
         fanned.filter("src_internal")
         .groupBy("target")
         .agg(F.countDistinct("SourceIP").alias("internal_sources"))
     )
-    external = fanned.filter(~is_internal(F.col("DestinationIP"), params.internal_networks))
+    external = fanned.filter(
+        ~is_internal(F.col("DestinationIP"), params.internal_networks)
+        & ~allowlisted(params.allowlist)
+    )
     pairs = external.groupBy("target", *PAIR_KEY).agg(
         F.sum("connections").alias("connections"),
         F.countDistinct("date").alias("days_seen"),
@@ -178,7 +197,7 @@ def _windowed_pairs(
     )
     pairs = pairs.filter((F.col("connections") >= params.min_connections) | F.col("is_strobe"))
     return (
-        pairs.join(prevalence, ["target", "DestinationIP"], "left")
+        pairs.join(destinations, ["target", "DestinationIP"], "left")
         .join(population, "target", "left")
         .fillna(0, ["internal_sources_to_destination", "internal_sources"])
         .withColumn(
@@ -192,8 +211,62 @@ def _windowed_pairs(
             "first_seen_age_days",
             F.datediff(F.to_date("target"), F.to_date("first_seen")).cast("int"),
         )
+        .withColumn(
+            "destination_age_days",
+            F.datediff(F.to_date("target"), F.to_date("destination_first_day")).cast("int"),
+        )
         .withColumn("days_seen", F.col("days_seen").cast("int"))
         .withColumn("date", F.col("target"))
+    )
+
+
+def allowlisted(entries: tuple[tuple[str, str], ...]) -> Column:
+    """Destinations an analyst has declared benign (by CIDR or host-name suffix)."""
+    condition = F.lit(False)
+    networks = tuple(value for kind, value in entries if kind == "cidr")
+    if networks:
+        condition = condition | is_in_networks(F.col("DestinationIP"), networks)
+    for kind, value in entries:
+        if kind == "domain":
+            name = F.lower(F.coalesce(F.col("destination_hostname"), F.lit("")))
+            suffix = value.lower().lstrip(".")
+            condition = condition | (name == suffix) | name.endswith("." + suffix)
+    return condition
+
+
+def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
+    """Keep strobes and the beacons worth an analyst's time, with the shared-timer context."""
+    peers = Window.partitionBy("date", "DestinationIP", "DestinationPort", "Protocol")
+    periodic = (
+        (F.col("kind") == "beacon")
+        & (F.col("score") >= SHARED_TIMER_MIN_SCORE)
+        & is_internal(F.col("SourceIP"), params.internal_networks)
+    )
+    scored = scored.withColumn(
+        "periodic_sources_to_destination", F.sum(periodic.cast("long")).over(peers)
+    )
+    shared = F.col("periodic_sources_to_destination") >= SHARED_TIMER_MIN_HOSTS
+    new_destination = F.col("destination_age_days") <= NEW_DESTINATION_DAYS
+    if params.profile == "notebook":
+        keep = (
+            (F.col("percent_beacon") > NOTEBOOK_MIN_PERCENT_BEACON)
+            & (F.col("connections") > NOTEBOOK_MIN_CONNECTIONS)
+            & (F.col("internal_sources_to_destination") < NOTEBOOK_MAX_DEGREE)
+        )
+    else:
+        keep = (F.col("score") >= params.score_threshold) & (~shared | new_destination)
+    worm = F.concat(
+        F.col("reasons"),
+        F.lit("; possible worm: "),
+        F.col("periodic_sources_to_destination").cast("string"),
+        F.lit(" hosts share this timer to a destination first seen "),
+        F.col("destination_age_days").cast("string"),
+        F.lit(" days ago"),
+    )
+    return (
+        scored.filter((F.col("kind") == "strobe") | keep)
+        .withColumn("reasons", F.when(shared & new_destination, worm).otherwise(F.col("reasons")))
+        .select(*[f.name for f in BEACONING_CANDIDATES.fields])
     )
 
 
@@ -220,13 +293,8 @@ def run(
     )
     stats = lake.read_days(spark, lake_url, STATS_TABLE, sorted(present), PAIR_DAILY_STATS)
     pairs = _windowed_pairs(stats, days, params, coverage)
-    scored = pairs.mapInPandas(_score_batches, BEACONING_CANDIDATES)
-    common = (F.col("prevalence") > params.max_prevalence) & (
-        F.col("internal_sources_to_destination") >= COMMON_DESTINATION_MIN_HOSTS
-    )
-    reported = scored.filter(
-        (F.col("kind") == "strobe") | ((F.col("score") >= params.score_threshold) & ~common)
-    ).cache()
+    scored = pairs.mapInPandas(_score_batches, SCORED)
+    reported = select_reported(scored, params).cache()
     try:
         counts = {
             r["date"]: (r["candidates"], r["strobes"])

@@ -25,10 +25,20 @@ def ipv4_number(column: Column) -> Column:
     return F.when(~column.contains(":"), number)
 
 
-def is_internal(column: Column, networks: tuple[str, ...]) -> Column:
+def is_in_networks(column: Column, networks: tuple[str, ...]) -> Column:
+    """IPv4 CIDRs by number range; IPv6 entries match their exact address only."""
     number = ipv4_number(column)
-    condition = column.rlike(INTERNAL_V6)
-    for cidr in (*networks, *ALWAYS_INTERNAL_V4):
-        net = ipaddress.ip_network(cidr)
-        condition = condition | number.between(int(net.network_address), int(net.broadcast_address))
+    condition = F.lit(False)
+    for cidr in networks:
+        net = ipaddress.ip_network(cidr, strict=False)
+        if net.version == 6:
+            condition = condition | (column == str(net.network_address))
+        else:
+            low, high = int(net.network_address), int(net.broadcast_address)
+            condition = condition | number.between(low, high)
     return F.coalesce(condition, F.lit(False))
+
+
+def is_internal(column: Column, networks: tuple[str, ...]) -> Column:
+    inside = is_in_networks(column, (*networks, *ALWAYS_INTERNAL_V4))
+    return F.coalesce(column.rlike(INTERNAL_V6) | inside, F.lit(False))

@@ -21,7 +21,6 @@ def params(lookback_days: int, **overrides) -> DetectionParams:
         internal_networks=RFC1918,
         min_connections=12,
         score_threshold=0.7,
-        max_prevalence=0.5,
     )
     values.update(overrides)
     return DetectionParams(**values)
@@ -156,23 +155,53 @@ def test_window_reports_missing_days_and_clipping_at_the_start_date(spark, tmp_p
     assert lake.read_manifest(lake_url, "beaconing_candidates", target)["window_days_present"] == 3
 
 
-def test_prevalence_counts_internal_sources_only_and_hides_common_destinations(spark, tmp_path):
+def test_a_timer_shared_by_many_hosts_is_a_schedule_unless_its_destination_is_new(spark, tmp_path):
     lake_url = str(tmp_path / "lake")
-    day = START
-    rows = []
-    # Four internal hosts poll the same service: prevalence 4/5 → not reported.
-    for i in range(4):
-        rows += timer(day, 900, f"10.0.0.{10 + i}", "198.51.100.50", 443, seed=10 + i)
-    # One internal host beacons to a destination that external scanners also reach.
-    rows += timer(day, 120, "10.0.0.20", "203.0.113.20", 443, seed=20)
-    for i in range(5):
-        rows += timer(day, 3600, f"8.8.4.{i}", "203.0.113.20", 443, seed=30 + i)
-    write_sessions(spark, lake_url, {day: rows})
-    pair_daily_stats.run(spark, lake_url=lake_url, days=[day])
-    beaconing_candidates.run(spark, lake_url=lake_url, days=[day], params=params(1))
-    found = candidates(lake_url, day)
+    days = [START + dt.timedelta(days=i) for i in range(5)]
+    rows: dict[dt.date, list[dict]] = {d: [] for d in days}
+    for n, day in enumerate(days):
+        # Four internal hosts poll the same service every day: a schedule, not reported.
+        for i in range(4):
+            rows[day] += timer(day, 900, f"10.0.0.{10 + i}", "198.51.100.50", 443, seed=10 * n + i)
+        # One host beacons to a destination that external scanners also reach.
+        rows[day] += timer(day, 120, "10.0.0.20", "203.0.113.20", 443, seed=100 + n)
+        for i in range(3):
+            rows[day] += timer(day, 3600, f"8.8.4.{i}", "203.0.113.20", 443, seed=200 + i)
+        # From day 4 on, five hosts start the same timer to a new destination: a worm.
+        if n >= 3:
+            for i in range(5):
+                rows[day] += timer(day, 300, f"10.0.1.{i}", "192.0.2.66", 445, seed=300 + i)
+    write_sessions(spark, lake_url, rows)
+    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
+    last = days[-1]
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(5))
+    found = candidates(lake_url, last)
+    assert "198.51.100.50" not in set(found.DestinationIP)
     beacon = found[found.SourceIP == "10.0.0.20"].iloc[0]
     assert beacon["internal_sources_to_destination"] == 1
-    assert beacon["internal_sources"] == 5
-    assert beacon["prevalence"] == 0.2
-    assert "198.51.100.50" not in set(found.DestinationIP)
+    assert beacon["internal_sources"] == 10
+    assert beacon["prevalence"] == 0.1
+    assert beacon["periodic_sources_to_destination"] == 1
+    worm = found[found.DestinationIP == "192.0.2.66"]
+    assert len(worm) == 5
+    assert (worm["periodic_sources_to_destination"] == 5).all()
+    assert (worm["destination_age_days"] == 1).all()
+    assert worm["reasons"].str.contains("possible worm: 5 hosts share this timer").all()
+
+
+def test_allowlisted_destinations_are_not_scored(spark, tmp_path):
+    lake_url = str(tmp_path / "lake")
+    day = START
+    rows = timer(day, 120, "10.0.0.20", "203.0.113.20", 443, seed=1)
+    rows += timer(day, 120, "10.0.0.21", "198.51.100.7", 443, seed=2)
+    rows += [
+        dict(r, DestinationHostName="telemetry.vendor.example")
+        for r in timer(day, 120, "10.0.0.22", "192.0.2.9", 443, seed=3)
+    ]
+    write_sessions(spark, lake_url, {day: rows})
+    pair_daily_stats.run(spark, lake_url=lake_url, days=[day])
+    entries = (("cidr", "203.0.113.0/24"), ("domain", "vendor.example"))
+    beaconing_candidates.run(
+        spark, lake_url=lake_url, days=[day], params=params(1, allowlist=entries)
+    )
+    assert set(candidates(lake_url, day).DestinationIP) == {"198.51.100.7"}

@@ -18,7 +18,7 @@ from pipeline.settings import (
 )
 
 WORKSPACE = (
-    "/subscriptions/0000-1111/resourceGroups/SOC-RG/providers/"
+    "/subscriptions/0000AAAA-1111-2222-3333-444455556666/resourceGroups/SOC-RG/providers/"
     "Microsoft.OperationalInsights/workspaces/Sentinel-WS"
 )
 
@@ -45,7 +45,7 @@ def test_defaults():
     assert settings.spark_mode == "local"
     assert settings.min_connections == 12
     assert settings.score_threshold == 0.7
-    assert settings.max_prevalence == 0.5
+    assert settings.profile == "default"
 
 
 def test_spec_defaults_parse_to_the_dataclass_defaults():
@@ -81,7 +81,7 @@ def test_values_are_parsed():
             "BEACON_SPARK_MASTER": " spark://host:7077 ",
             "BEACON_MIN_CONNECTIONS": "4",
             "BEACON_SCORE_THRESHOLD": "1",
-            "BEACON_MAX_PREVALENCE": "0",
+            "BEACON_PROFILE": " Notebook ",
         }
     )
     assert settings.source == "export"
@@ -91,7 +91,7 @@ def test_values_are_parsed():
     assert settings.spark_master == "spark://host:7077"
     assert settings.min_connections == 4
     assert settings.score_threshold == 1.0
-    assert settings.max_prevalence == 0.0
+    assert settings.profile == "notebook"
 
 
 # --- validators --------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def test_malformed_start_date_is_rejected(value):
     [
         ("BEACON_SCORE_THRESHOLD", "1.5"),
         ("BEACON_SCORE_THRESHOLD", "nan"),
-        ("BEACON_MAX_PREVALENCE", "-0.1"),
+        ("BEACON_PROFILE", "rita"),
         ("BEACON_MAX_QUARANTINE_RATIO", "high"),
         ("BEACON_MIN_WINDOW_COVERAGE", "2"),
         ("BEACON_MIN_CONNECTIONS", "3"),

@@ -1,0 +1,210 @@
+"""`make eval`: run the real pipeline on labeled data and print precision and recall.
+
+Datasets: the labeled 21-day scenario network (`scenarios.py`) and the real captures in
+../shared/data/captures, converted to the export layout here. Each runs through the same Dagster
+assets, Spark jobs and default settings a user runs; the notebook's query (as shipped and with
+its grouping fixed) runs on the same sessions for comparison.
+"""
+
+import argparse
+import dataclasses
+import datetime as dt
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from pipeline.definitions import build_definitions
+from pipeline.resources.spark import SparkJobRunner, spark_config
+from pipeline.sample.traffic import write_export_day
+from pipeline.settings import load_settings
+from pipeline.spark_jobs import lake, notebook_query
+from pipeline_tests.eval import captures
+from pipeline_tests.eval.scenarios import DAYS, FIRST_DAY, ScenarioNetwork
+
+KEY = ["SourceIP", "DestinationIP", "DestinationPort", "Protocol"]
+
+
+def run_pipeline(
+    export_url: str, lake_url: str, first: dt.date, last: dt.date, **overrides
+) -> pd.DataFrame:
+    """Materialize every asset for first…last in one run; return the last day's candidates."""
+    settings = dataclasses.replace(
+        load_settings({}),
+        **overrides,
+        source="export",
+        export_url=export_url,
+        lake_url=lake_url,
+        start_date=first,
+        spark_master="local[2]",
+    )
+    defs = build_definitions(settings)
+    result = dg.materialize(
+        list(defs.assets),
+        resources={"spark": SparkJobRunner(spark_config=spark_config(settings))},
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+        raise_on_error=True,
+    )
+    assert result.success
+    path = lake.day_url(lake_url, "beaconing_candidates", last)
+    frame = pd.read_parquet(path) if Path(path).exists() else pd.DataFrame(columns=KEY)
+    return frame
+
+
+def notebook_pairs(lake_url: str, first: dt.date, last: dt.date, fixed: bool) -> pd.DataFrame:
+    runner = SparkJobRunner(spark_config=spark_config(load_settings({})))
+    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    frame = notebook_query.run(
+        runner.spark_session, lake_url=lake_url, days=days, fixed=fixed, device_vendor=None
+    ).toPandas()
+    return frame if not frame.empty else pd.DataFrame(columns=KEY)
+
+
+def keys(frame: pd.DataFrame) -> set[tuple]:
+    return {
+        (r.SourceIP, r.DestinationIP, int(r.DestinationPort), r.Protocol)
+        for r in frame[KEY].itertuples(index=False)
+    }
+
+
+def score_against(labels: pd.DataFrame, reported: set[tuple]) -> dict:
+    """Recall per C2 profile; precision with rare benign pollers set aside (not errors)."""
+    c2 = labels[labels.label == "c2"]
+    benign_periodic = keys(labels[labels.label == "benign_periodic"])
+    per_profile = {}
+    for profile, group in c2.groupby("profile", sort=False):
+        pairs = keys(group)
+        per_profile[profile] = len(pairs & reported) / len(pairs)
+    c2_keys = keys(c2)
+    judged = reported - benign_periodic
+    true = len(judged & c2_keys)
+    return {
+        "per_profile": per_profile,
+        "recall": len(reported & c2_keys) / len(c2_keys),
+        "precision": true / len(judged) if judged else float("nan"),
+        "reported": len(reported),
+        "false_positives": sorted(judged - c2_keys),
+        "benign_periodic_reported": sorted(reported & benign_periodic),
+    }
+
+
+def scenario(workdir: Path) -> None:
+    network = ScenarioNetwork()
+    export = workdir / "scenario" / "export"
+    lake_url = str(workdir / "scenario" / "lake")
+    first, last = FIRST_DAY, FIRST_DAY + dt.timedelta(days=DAYS - 1)
+    started = time.monotonic()
+    for i in range(DAYS + 1):
+        write_export_day(export, first + dt.timedelta(days=i), network)
+    print(
+        f"scenario: {network.hosts} hosts, {DAYS} days written "
+        f"in {time.monotonic() - started:.0f} s"
+    )
+    started = time.monotonic()
+    ours = run_pipeline(str(export), lake_url, first, last)
+    print(f"pipeline ran in {time.monotonic() - started:.0f} s\n")
+    labels = pd.DataFrame(network.labels())
+    results = {
+        "ours": score_against(labels, keys(ours)),
+        "notebook as shipped": score_against(
+            labels, keys(notebook_pairs(lake_url, first, last, False))
+        ),
+        "notebook, grouping fixed": score_against(
+            labels, keys(notebook_pairs(lake_url, first, last, True))
+        ),
+    }
+    rows = []
+    for profile in labels[labels.label == "c2"].profile.unique():
+        rows.append(
+            {"profile": profile, **{name: r["per_profile"][profile] for name, r in results.items()}}
+        )
+    table = pd.DataFrame(rows)
+    print(f"Scenario network, day {last} (21-day window): recall per C2 profile")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print()
+    for name, r in results.items():
+        print(
+            f"{name:>26}: recall {r['recall']:.2f}  precision {r['precision']:.2f}  "
+            f"reported {r['reported']}  false positives {len(r['false_positives'])}  "
+            f"rare benign pollers reported {len(r['benign_periodic_reported'])}"
+        )
+        for fp in r["false_positives"][:10]:
+            print(f"{'':>28}false positive: {fp}")
+    flagged = ours[ours.reasons.str.contains("shared by", na=False)] if not ours.empty else ours
+    if len(flagged):
+        print(f"\n{len(flagged)} reported pairs note a period shared by several hosts")
+    print()
+
+
+def capture_runs(workdir: Path) -> None:
+    print("Real captures (../shared/data/captures), converted to the export layout")
+    for case in captures.CASES:
+        export = workdir / case.name / "export"
+        lake_url = str(workdir / case.name / "lake")
+        first, last = captures.write_export(case, export)
+        found = run_pipeline(
+            str(export), lake_url, first, last, internal_networks=case.internal_networks
+        )
+        reported = keys(found)
+        print(f"\n{case.name}: {case.description}")
+        for pair, note in case.expected:
+            hit = pair in reported
+            row = (
+                found[
+                    (found.SourceIP == pair[0])
+                    & (found.DestinationIP == pair[1])
+                    & (found.DestinationPort == pair[2])
+                ]
+                if not found.empty
+                else found
+            )
+            detail = f"score {row.score.iloc[0]:.2f}: {row.reasons.iloc[0]}" if len(row) else note
+            print(f"  expected {pair}: {'REPORTED' if hit else 'not reported'} ({detail})")
+        others = (
+            found[[k not in {p for p, _ in case.expected} for k in keys_list(found)]]
+            if not found.empty
+            else found
+        )
+        high = others[others.score >= 0.9] if not others.empty else others
+        print(f"  other reported pairs: {len(others)}, of which score >= 0.9: {len(high)}")
+        for row in high.head(5).itertuples(index=False):
+            print(
+                f"    {row.SourceIP} -> {row.DestinationIP}:{row.DestinationPort} "
+                f"score {row.score:.2f}: {row.reasons}"
+            )
+
+
+def keys_list(frame: pd.DataFrame) -> list[tuple]:
+    return [
+        (r.SourceIP, r.DestinationIP, int(r.DestinationPort), r.Protocol)
+        for r in frame[KEY].itertuples(index=False)
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline_tests.eval")
+    parser.add_argument("--keep", help="work in this folder and keep it")
+    parser.add_argument("--only", choices=["scenario", "captures"])
+    args = parser.parse_args()
+    workdir = Path(args.keep or tempfile.mkdtemp(prefix="beacon-eval-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.only in (None, "scenario"):
+            scenario(workdir)
+        if args.only in (None, "captures"):
+            capture_runs(workdir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
