@@ -8,8 +8,9 @@ returns its subscores, in the spirit of RITA v5 (activecm/rita, analysis/beacons
   Jitter that is symmetric or one-sided keeps the skew near 0, so jittered beacons still score high.
 - size: the same two measures on bytes sent and on bytes received, apart, averaged.
 - histogram: `1 - CV` of connection counts per bin, with bins of `max(1 h, 2 × median interval)`
-  over the pair's active span (whole bins only): a timer fills every bin evenly, bursty human
-  traffic does not.
+  over the pair's active span and over each day's active span (whole bins only; the better of
+  the two): a timer fills every bin evenly, also one that sleeps at night; bursty human traffic
+  does not.
 - duration: `max(span / window, longest run of active hours / 24)`: a timer keeps going.
 
 The score is the mean of the subscores (size left out when the firewall logs no bytes).
@@ -27,6 +28,8 @@ MIN_INTERVALS = 3  # RITA needs 4 distinct timestamps
 HISTOGRAM_EDGES_S = np.logspace(0, np.log10(86_400), 26)  # interval histogram for the UI
 NOTEBOOK_MIN_DELTA_S = 15
 NOTEBOOK_NEIGHBOURS = 2
+# Human traffic comes in bursts of connections seconds apart; a timer rarely fires this fast.
+BURST_GAP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class PairScore:
     percent_beacon: float
     hours_active_ratio: float
     interval_histogram: list[int]
+    view: str = "all"  # "all" connections, or "burst starts" (a timer inside bursty traffic)
 
 
 def regularity(values: np.ndarray) -> float:
@@ -54,17 +58,39 @@ def regularity(values: np.ndarray) -> float:
     return float((1 - abs(skew) + madm) / 2)
 
 
+def _bin_regularity(counts: np.ndarray) -> float:
+    if len(counts) < 2 or counts.mean() == 0:
+        return 0.0
+    return float(max(0.0, 1 - counts.std() / counts.mean()))
+
+
 def histogram_score(times_s: np.ndarray, median_interval_s: float) -> float:
-    """`1 - CV` of counts per bin over the active span, bins of max(1 h, 2 × median interval)."""
+    """`1 - CV` of counts per bin of max(1 h, 2 × median interval), whole bins only.
+
+    Judged over the pair's whole active span, and over each day's active span alone (so an
+    implant that sleeps every night, working hours only, is judged on the hours it works);
+    the better of the two counts.
+    """
     width = max(3600.0, 2 * median_interval_s)
     # Whole bins only: a partly covered last bin would look like a drop in activity.
     bins = int((times_s[-1] - times_s[0]) // width)
-    if bins < 2:
-        return 0.0
     index = ((times_s - times_s[0]) // width).astype(np.int64)
-    counts = np.bincount(index[index < bins], minlength=bins)
-    mean = counts.mean()
-    return float(max(0.0, 1 - counts.std() / mean)) if mean > 0 else 0.0
+    whole = _bin_regularity(np.bincount(index[index < bins], minlength=bins)) if bins else 0.0
+
+    day = (times_s // 86_400).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, np.diff(day) != 0])
+    first = np.repeat(times_s[starts], np.diff(np.r_[starts, len(times_s)]))
+    last = np.repeat(
+        times_s[np.r_[starts[1:], len(times_s)] - 1], np.diff(np.r_[starts, len(times_s)])
+    )
+    day_bins = ((last - first) // width).astype(np.int64)  # whole bins of each event's day
+    local = ((times_s - first) // width).astype(np.int64)
+    offsets = np.cumsum(np.r_[0, day_bins[starts]])[:-1]
+    offset = np.repeat(offsets, np.diff(np.r_[starts, len(times_s)]))
+    keep = local < day_bins
+    total = int(day_bins[starts].sum())
+    daily = _bin_regularity(np.bincount((offset + local)[keep], minlength=total)) if total else 0.0
+    return max(whole, daily)
 
 
 def duration_score(times_s: np.ndarray, window_s: float) -> tuple[float, float]:
@@ -89,25 +115,17 @@ def percent_beacon(times_s: np.ndarray) -> float:
     return float(windowed.max() / len(deltas) * 100)
 
 
-def score_pair(
-    times_s: np.ndarray,
-    sent_bytes: np.ndarray,
-    received_bytes: np.ndarray,
-    window_s: float,
+def _score_view(
+    times_s: np.ndarray, sent: np.ndarray, received: np.ndarray, window_s: float, view: str
 ) -> PairScore | None:
-    """Score one pair; None when it has too few distinct connection times to judge."""
-    order = np.argsort(times_s, kind="stable")
-    times_s = np.asarray(times_s, dtype=np.float64)[order]
-    sent_bytes = np.asarray(sent_bytes, dtype=np.float64)[order]
-    received_bytes = np.asarray(received_bytes, dtype=np.float64)[order]
-    distinct = np.unique(times_s)
+    distinct, first = np.unique(times_s, return_index=True)
     if len(distinct) < MIN_INTERVALS + 1:
         return None
     intervals = np.diff(distinct)
     median = float(np.median(intervals))
     mad = float(np.median(np.abs(intervals - median)))
     timing = regularity(intervals)
-    sizes = [regularity(s[s >= 0]) for s in (sent_bytes, received_bytes) if (s >= 0).sum() >= 4]
+    sizes = [regularity(s[s >= 0]) for s in (sent[first], received[first]) if (s >= 0).sum() >= 4]
     size = float(np.mean(sizes)) if sizes else None
     histogram = histogram_score(distinct, median)
     duration, hours_active = duration_score(distinct, window_s)
@@ -124,7 +142,39 @@ def score_pair(
         percent_beacon=percent_beacon(distinct),
         hours_active_ratio=hours_active,
         interval_histogram=counts.astype(int).tolist(),
+        view=view,
     )
+
+
+def session_starts(times_s: np.ndarray, gap_s: float = BURST_GAP_S) -> np.ndarray:
+    """Indices of the first event of each run of events less than `gap_s` apart (sorted input)."""
+    return np.flatnonzero(np.r_[True, np.diff(times_s) >= gap_s])
+
+
+def score_pair(
+    times_s: np.ndarray,
+    sent_bytes: np.ndarray,
+    received_bytes: np.ndarray,
+    window_s: float,
+) -> PairScore | None:
+    """Score one pair; None when it has too few distinct connection times to judge.
+
+    Two views are scored and the better kept: every connection, and only the first connection
+    of each burst (runs less than `BURST_GAP_S` apart). The second finds a timer hidden in
+    bursty human traffic on the same pair (C2 behind a CDN address its host also browses).
+    """
+    order = np.argsort(times_s, kind="stable")
+    times_s = np.asarray(times_s, dtype=np.float64)[order]
+    sent_bytes = np.asarray(sent_bytes, dtype=np.float64)[order]
+    received_bytes = np.asarray(received_bytes, dtype=np.float64)[order]
+    every = _score_view(times_s, sent_bytes, received_bytes, window_s, "all")
+    starts = session_starts(times_s)
+    if every is None or len(starts) == len(times_s):
+        return every
+    bursts = _score_view(
+        times_s[starts], sent_bytes[starts], received_bytes[starts], window_s, "burst starts"
+    )
+    return bursts if bursts is not None and bursts.score > every.score + 0.05 else every
 
 
 def human_interval(seconds: float) -> str:
@@ -157,4 +207,6 @@ def describe(
     ]
     if result.size_score is not None and result.size_score >= 0.8:
         parts.append("consistent sizes")
+    if result.view == "burst starts":
+        parts.append("a timer inside bursty traffic on the same pair")
     return ", ".join(parts)

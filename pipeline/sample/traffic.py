@@ -96,8 +96,9 @@ def _popular_destinations(rng: np.random.Generator, count: int = 300) -> np.ndar
 
 
 def _beacon_times(rng: np.random.Generator, beacon: Beacon, start: float) -> np.ndarray:
-    count = int(SECONDS_PER_DAY / beacon.sleep_s * 1.2) + 2
     s = beacon.sleep_s
+    mean_gap = {"cobalt": s * (1 - beacon.jitter / 2), "sliver": s + beacon.jitter / 2}
+    count = int(SECONDS_PER_DAY / mean_gap.get(beacon.model, s) * 1.3) + 10
     if beacon.model == "cobalt":
         gaps = s - rng.uniform(0, beacon.jitter * s, count)
     elif beacon.model == "empire":

@@ -39,7 +39,9 @@ SHARED_TIMER_MIN_HOSTS = 3
 # A host counts towards a shared timer when its pair scores at least this (below the report
 # threshold on purpose: jitter can push some hosts of a benign poller under it).
 SHARED_TIMER_MIN_SCORE = 0.6
-NEW_DESTINATION_DAYS = 2
+# New: first seen in the last week of the window, and not on its first day (a destination seen
+# since the window began may be much older than the window).
+NEW_DESTINATION_DAYS = 7
 # The notebook's thresholds, for BEACON_PROFILE=notebook (REFERENCE §1).
 NOTEBOOK_MIN_PERCENT_BEACON = 75.0
 NOTEBOOK_MIN_CONNECTIONS = 100
@@ -246,7 +248,10 @@ def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
         "periodic_sources_to_destination", F.sum(periodic.cast("long")).over(peers)
     )
     shared = F.col("periodic_sources_to_destination") >= SHARED_TIMER_MIN_HOSTS
-    new_destination = F.col("destination_age_days") <= NEW_DESTINATION_DAYS
+    window_age = F.datediff(F.to_date("date"), F.to_date("window_start"))
+    new_destination = (F.col("destination_age_days") <= NEW_DESTINATION_DAYS) & (
+        F.col("destination_age_days") < window_age
+    )
     if params.profile == "notebook":
         keep = (
             (F.col("percent_beacon") > NOTEBOOK_MIN_PERCENT_BEACON)

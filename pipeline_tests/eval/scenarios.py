@@ -272,7 +272,11 @@ class ScenarioNetwork:
 def _implant_times(
     rng: np.random.Generator, implant: Implant, sleep: float, start: float
 ) -> np.ndarray:
-    count = int(SECONDS_PER_DAY / sleep * 1.3) + 4
+    mean_gap = {
+        "cobalt": sleep * (1 - implant.jitter / 2),
+        "sliver": sleep + implant.jitter / 2,
+    }.get(implant.model, sleep)
+    count = int(SECONDS_PER_DAY / mean_gap * 1.3) + 10
     if implant.model == "cobalt":
         gaps = sleep - rng.uniform(0, implant.jitter * sleep, count)
     elif implant.model == "empire":
