@@ -7,7 +7,8 @@ returns its subscores, in the spirit of RITA v5 (activecm/rita, analysis/beacons
   `1 - |Bowley skew|` with Bowley skew `(Q1 + Q3 - 2·Q2) / (Q3 - Q1)` and `(median - MAD) / median`.
   Jitter that is symmetric or one-sided keeps the skew near 0, so jittered beacons still score high.
 - size: the same two measures on bytes sent and on bytes received, apart, averaged.
-- histogram: `1 - CV` of connection counts per bin, with bins of `max(1 h, 2 × median interval)`
+- histogram: `1 - CV` of connection counts per bin, bins of an hour (less for a pair active a
+  few hours only; never under 2 median intervals)
   over the pair's active span and over each day's active span (whole bins only; the better of
   the two): a timer fills every bin evenly, also one that sleeps at night; bursty human traffic
   does not.
@@ -30,6 +31,11 @@ NOTEBOOK_MIN_DELTA_S = 15
 NOTEBOOK_NEIGHBOURS = 2
 # Human traffic comes in bursts of connections seconds apart; a timer rarely fires this fast.
 BURST_GAP_S = 10.0
+MIN_BURSTS = 12  # the burst-start view needs as many events as a pair needs connections
+MIN_BINS = 4  # fewer histogram bins than this cannot show steadiness
+# A day with fewer whole bins says nothing about steadiness (a few bursts a day fill one or two
+# wide bins evenly).
+MIN_BINS_PER_DAY = 3
 
 
 @dataclass(frozen=True)
@@ -65,31 +71,41 @@ def _bin_regularity(counts: np.ndarray) -> float:
 
 
 def histogram_score(times_s: np.ndarray, median_interval_s: float) -> float:
-    """`1 - CV` of counts per bin of max(1 h, 2 × median interval), whole bins only.
+    """`1 - CV` of counts per bin of about an hour (at least 2 intervals), whole bins only.
 
     Judged over the pair's whole active span, and over each day's active span alone (so an
     implant that sleeps every night, working hours only, is judged on the hours it works);
     the better of the two counts.
     """
-    width = max(3600.0, 2 * median_interval_s)
+    # Hourly bins, narrower for a pair active only a few hours (a short burst of check-ins),
+    # never narrower than two intervals.
+    span = times_s[-1] - times_s[0]
+    width = max(2 * median_interval_s, min(3600.0, span / 8))
     # Whole bins only: a partly covered last bin would look like a drop in activity.
-    bins = int((times_s[-1] - times_s[0]) // width)
+    bins = int(span // width)
     index = ((times_s - times_s[0]) // width).astype(np.int64)
-    whole = _bin_regularity(np.bincount(index[index < bins], minlength=bins)) if bins else 0.0
+    whole = (
+        _bin_regularity(np.bincount(index[index < bins], minlength=bins))
+        if bins >= MIN_BINS
+        else 0.0
+    )
 
     day = (times_s // 86_400).astype(np.int64)
     starts = np.flatnonzero(np.r_[True, np.diff(day) != 0])
-    first = np.repeat(times_s[starts], np.diff(np.r_[starts, len(times_s)]))
-    last = np.repeat(
-        times_s[np.r_[starts[1:], len(times_s)] - 1], np.diff(np.r_[starts, len(times_s)])
-    )
+    per_day = np.diff(np.r_[starts, len(times_s)])
+    first = np.repeat(times_s[starts], per_day)
+    last = np.repeat(times_s[starts + per_day - 1], per_day)
     day_bins = ((last - first) // width).astype(np.int64)  # whole bins of each event's day
+    day_bins[day_bins < MIN_BINS_PER_DAY] = 0
     local = ((times_s - first) // width).astype(np.int64)
-    offsets = np.cumsum(np.r_[0, day_bins[starts]])[:-1]
-    offset = np.repeat(offsets, np.diff(np.r_[starts, len(times_s)]))
-    keep = local < day_bins
+    offset = np.repeat(np.cumsum(np.r_[0, day_bins[starts]])[:-1], per_day)
     total = int(day_bins[starts].sum())
-    daily = _bin_regularity(np.bincount((offset + local)[keep], minlength=total)) if total else 0.0
+    keep = local < day_bins
+    daily = (
+        _bin_regularity(np.bincount((offset + local)[keep], minlength=total))
+        if total >= MIN_BINS
+        else 0.0
+    )
     return max(whole, daily)
 
 
@@ -169,7 +185,7 @@ def score_pair(
     received_bytes = np.asarray(received_bytes, dtype=np.float64)[order]
     every = _score_view(times_s, sent_bytes, received_bytes, window_s, "all")
     starts = session_starts(times_s)
-    if every is None or len(starts) == len(times_s):
+    if every is None or len(starts) == len(times_s) or len(starts) < MIN_BURSTS:
         return every
     bursts = _score_view(
         times_s[starts], sent_bytes[starts], received_bytes[starts], window_s, "burst starts"

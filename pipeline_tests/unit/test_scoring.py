@@ -360,14 +360,15 @@ def test_percent_beacon_window_is_over_neighbouring_distinct_values_not_seconds(
 
 
 def test_histogram_score_of_evenly_filled_bins_is_one():
-    assert histogram_score(np.arange(0, 6 * 3600, 60.0), 60.0) == 1.0
+    # 6 h span: 45-minute bins hold 44 or 45 beats (bins are not multiples of the period).
+    assert histogram_score(np.arange(0, 6 * 3600, 60.0), 60.0) == pytest.approx(1.0, abs=0.01)
 
 
 def test_histogram_score_hand_computed():
-    # 1 h bins over 0..7300 s: two whole bins with counts (3, 1), the partial third is left out;
-    # mean 2, std 1, CV 0.5.
-    times = np.array([0.0, 10, 20, 3600, 7300])
-    assert histogram_score(times, 5.0) == pytest.approx(0.5)
+    # Span 8 h: 1 h bins, 8 whole ones with counts (2, 2, 1, 1, 1, 1, 1, 1); the event at 8 h
+    # opens a ninth, partial bin and is left out. Mean 1.25, variance 0.1875.
+    times = np.array([0.0, 10, 3600, 3610, 7200, 10800, 14400, 18000, 21600, 25200, 28800])
+    assert histogram_score(times, 5.0) == pytest.approx(1 - np.sqrt(0.1875) / 1.25)
 
 
 def test_histogram_score_of_a_single_bin_is_zero():
