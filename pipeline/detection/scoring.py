@@ -12,7 +12,8 @@ returns its subscores, in the spirit of RITA v5 (activecm/rita, analysis/beacons
   over the pair's active span and over each day's active span (whole bins only; the better of
   the two): a timer fills every bin evenly, also one that sleeps at night; bursty human traffic
   does not.
-- duration: `max(span / window, longest run of active hours / 24)`: a timer keeps going.
+- duration: `max(span / observed time, longest run of active hours / 24)`: a timer keeps going.
+  The observed time is the span of the window that holds any traffic at all.
 
 The score is the mean of the subscores (size left out when the firewall logs no bytes).
 `percent_beacon` is the notebook's metric done per pair: the largest share of intervals (> 15 s,
@@ -60,7 +61,8 @@ def regularity(values: np.ndarray) -> float:
     q1, q2, q3 = np.percentile(values, [25, 50, 75])
     skew = (q1 + q3 - 2 * q2) / (q3 - q1) if q3 > q1 else 0.0
     mad = float(np.median(np.abs(values - q2)))
-    madm = max(0.0, (q2 - mad) / q2) if q2 > 0 else 0.0
+    # Half the values or more identical (e.g. every request 0 bytes) is perfectly consistent.
+    madm = 1.0 if mad == 0 else (max(0.0, (q2 - mad) / q2) if q2 > 0 else 0.0)
     return float((1 - abs(skew) + madm) / 2)
 
 

@@ -77,7 +77,7 @@ def _score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
                 np.asarray(pair.event_ms, dtype=np.float64) / 1000.0,
                 np.asarray(pair.sent_bytes),
                 np.asarray(pair.received_bytes),
-                window_s=pair.window_days_present * 86_400.0,
+                window_s=max(float(pair.observed_seconds), 3600.0),
             )
             if result is None:
                 continue
@@ -170,10 +170,13 @@ def _windowed_pairs(
         ),
         F.min("date").alias("destination_first_day"),
     )
-    population = (
-        fanned.filter("src_internal")
-        .groupBy("target")
-        .agg(F.countDistinct("SourceIP").alias("internal_sources"))
+    # The window's observed time: a capture of 50 minutes, or a network whose logs start
+    # mid-window, must not make every pair look short-lived.
+    population = fanned.groupBy("target").agg(
+        F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias("internal_sources"),
+        (F.unix_seconds(F.max("last_seen")) - F.unix_seconds(F.min("first_seen"))).alias(
+            "observed_seconds"
+        ),
     )
     external = fanned.filter(
         ~is_internal(F.col("DestinationIP"), params.internal_networks)

@@ -99,3 +99,14 @@ def test_missing_allowlist_is_empty(tmp_path):
     (tmp_path / "reference").mkdir()
     (tmp_path / "reference" / "allowlist.csv").write_text("kind,value\ncidr,10.0.0.0/8\n")
     assert allowlist.load(str(tmp_path)) == ((("cidr", "10.0.0.0/8"),), [])
+
+
+def test_constant_sizes_are_consistent_even_when_zero():
+    rng = np.random.default_rng(9)
+    times = cobalt(rng, 12, 0.3, 0, 3000)  # NjRAT-like: a few seconds apart, 50 minutes
+    zeros = np.zeros(len(times))
+    result = score_pair(times, zeros, zeros, window_s=3000)
+    assert result.size_score == 1.0
+    # Judged against the 50 minutes observed, not a whole day, the timer covers its window.
+    assert result.duration_score == pytest.approx(1.0, abs=0.01)
+    assert result.score > 0.9
