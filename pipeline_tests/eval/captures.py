@@ -36,7 +36,13 @@ CASES: tuple[Case, ...] = (
         "iot23-mirai",
         "iot23_CTU-IoT-Malware-Capture-34-1_conn.log.labeled.gz",
         "Stratosphere IoT-23 34-1, Mirai, 24 h; C2 retries are bursty (median gap 4 s)",
-        ((("192.168.1.195", "185.244.25.235", 6667, "TCP"), "bursty retries, not a timer"),),
+        (
+            (
+                ("192.168.1.195", "185.244.25.235", 6667, "TCP"),
+                "impossible as a timer: retry bursts 2-7 s apart, bursts 33-100 s apart, "
+                "52% of hours active (timing 0.69 on burst starts)",
+            ),
+        ),
     ),
     Case(
         "njrat",
@@ -55,7 +61,12 @@ CASES: tuple[Case, ...] = (
         "remcos",
         "ctu_sme_11_remcos_first5000pkts_conn.log.labeled.gz",
         "CTU-SME-11, RemcosRAT, 8 min of refused retries every 0.5-1 s",
-        ((("192.168.1.107", "66.63.168.35", 5888, "TCP"), "8 minutes of sub-second retries"),),
+        (
+            (
+                ("192.168.1.107", "66.63.168.35", 5888, "TCP"),
+                "impossible as a timer: a retry storm 0.5-1.5 s apart (timing 0.34) for 8 minutes",
+            ),
+        ),
     ),
     Case(
         "ctu-normal-40",
