@@ -1,4 +1,5 @@
-"""The Dagster definitions: six daily-partitioned assets, their checks, the schedule, resources."""
+"""The Dagster definitions: six daily-partitioned assets, their checks, the schedule, sensors,
+resources."""
 
 import warnings
 
@@ -7,11 +8,21 @@ import dagster as dg
 from pipeline.assets import candidates, enriched, export, pair_stats, sessions, watchlist
 from pipeline.partitions import daily_partitions
 from pipeline.resources.spark import SparkJobRunner, spark_config
+from pipeline.sensors import build_failure_sensor, build_late_export_sensor
 from pipeline.settings import Settings, load_settings
 
 # Export retries last up to 12 h after a day ends (REFERENCE §2): run yesterday at 13:00 UTC,
 # once its late records have landed.
 SCHEDULE_HOUR_UTC = 13
+# Every stage reads or writes Azure storage (the export container, the lake) and the watchlist
+# goes to Sentinel: a scheduled step that fails (throttling, a storage blip) is retried with
+# exponential backoff (30 s, 60 s, 120 s, ±jitter). Stages replace whole days, so a retry is safe.
+AZURE_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+# Yesterday's partition of the products is overdue when it is not there two hours after the run.
+FRESHNESS_DEADLINE_CRON = "0 15 * * *"
+FRESHNESS_CHECKED = ("beaconing_candidates", "sentinel_watchlist")
 
 # Single-run backfills (BackfillPolicy) are marked beta; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
@@ -23,14 +34,30 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         module.build(settings, partitions)
         for module in (export, sessions, pair_stats, candidates, enriched, watchlist)
     ]
+    # Time-partition freshness checks ask exactly "is yesterday's partition there by 15:00 UTC?".
+    # Dagster 1.13 marks them superseded by FreshnessPolicy, which judges the last update of any
+    # partition instead: we keep them knowingly.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
+        freshness_checks = dg.build_time_partition_freshness_checks(
+            assets=[a for a in assets if a.key.path[-1] in FRESHNESS_CHECKED],
+            deadline_cron=FRESHNESS_DEADLINE_CRON,
+            timezone="UTC",
+        )
+        freshness_sensor = dg.build_sensor_for_freshness_checks(
+            freshness_checks=freshness_checks, name="freshness_checks_sensor"
+        )
     daily_job = dg.define_asset_job(
         "daily_beaconing",
-        selection=dg.AssetSelection.assets(*assets),
+        # The freshness checks run on their own sensor, not inside the runs they judge.
+        selection=dg.AssetSelection.assets(*assets) - dg.AssetSelection.checks(*freshness_checks),
         partitions_def=partitions,
         description="Yesterday's export day through to the watchlist.",
+        op_retry_policy=AZURE_RETRY_POLICY,
     )
     return dg.Definitions(
         assets=assets,
+        asset_checks=freshness_checks,
         jobs=[daily_job],
         schedules=[
             dg.build_schedule_from_partitioned_job(
@@ -42,6 +69,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                     "records keep arriving for 12 hours after a day ends."
                 ),
             )
+        ],
+        sensors=[
+            build_late_export_sensor(settings, daily_job),
+            build_failure_sensor(settings),
+            freshness_sensor,
         ],
         resources={"spark": SparkJobRunner(spark_config=spark_config(settings))},
         # One Spark session for the whole run: a process per step would start a JVM per step.

@@ -10,6 +10,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,10 +82,16 @@ def _optional_url(value: str) -> str | None:
     return _url(value) if value.strip() else None
 
 
+# Azure's naming rules: a subscription id is a GUID; a resource group is 1-90 letters, digits,
+# `_`, `-`, `.`, `(`, `)` not ending in `.`; a Log Analytics workspace is 4-63 letters, digits and
+# `-`, starting and ending with a letter or digit. The id becomes a folder path of the export,
+# so nothing else (no `..`, no `/`, no `*`) may get through.
 _RESOURCE_ID = re.compile(
-    r"^/subscriptions/[^/]+/resourcegroups/[^/]+/providers/microsoft\.operationalinsights"
-    r"/workspaces/[^/]+$",
-    re.IGNORECASE,
+    r"^/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"/resourcegroups/[-\w.()]{0,89}[-\w()]"
+    r"/providers/microsoft\.operationalinsights"
+    r"/workspaces/[a-z0-9][a-z0-9-]{2,61}[a-z0-9]$",
+    re.IGNORECASE | re.ASCII,
 )
 
 
@@ -95,10 +102,48 @@ def _workspace_resource_id(value: str) -> str | None:
     if not _RESOURCE_ID.match(value):
         raise ValueError(
             "must look like /subscriptions/SUB/resourcegroups/RG/providers/"
-            "microsoft.operationalinsights/workspaces/NAME"
+            "microsoft.operationalinsights/workspaces/NAME (SUB a GUID; RG and NAME as Azure "
+            "names them)"
         )
     # The export writes the id in lower case: compare in lower case.
     return value.lower()
+
+
+def _webhook_url(value: str) -> str | None:
+    """Empty (off), an https:// URL, or plain http to 127.0.0.1 (a local relay, tests)."""
+    value = value.strip()
+    if not value:
+        return None
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme == "https" and parsed.hostname:
+        return value
+    if parsed.scheme == "http" and parsed.hostname == "127.0.0.1":
+        return value
+    raise ValueError("must be an https:// URL (or http://127.0.0.1:PORT/… for a local relay)")
+
+
+_SPARK_MASTER = re.compile(
+    r"^(local(\[(\*|[1-9][0-9]*)(,[1-9][0-9]*)?\])?|yarn|spark://[\w.-]+:[0-9]{1,5}"
+    r"|sc://[\w.-]+(:[0-9]{1,5})?(/;[\w=;.-]*)?|k8s://https://[\w.-]+(:[0-9]{1,5})?)$",
+    re.ASCII,
+)
+
+
+def _spark_master(value: str) -> str:
+    value = value.strip()
+    if not _SPARK_MASTER.match(value):
+        raise ValueError(
+            "must be local, local[N], local[*], local[N,RETRIES], yarn, spark://HOST:PORT, "
+            "sc://HOST[:PORT] or k8s://https://HOST[:PORT]"
+        )
+    return value
+
+
+def _memory(value: str) -> str:
+    value = value.strip().lower()
+    if not re.fullmatch(r"[1-9][0-9]*[kmgt]?", value):
+        raise ValueError("must be a size like 512m or 4g")
+    return value
 
 
 def _vendors(value: str) -> tuple[str, ...]:
@@ -195,17 +240,18 @@ SPECS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "BEACON_SPARK_MASTER",
-        "local[*]",
-        "Spark master URL: `local[N]`, `spark://host:7077`, `yarn`, or a Spark Connect "
+        "local[*,4]",
+        "Spark master URL: `local[N,RETRIES]` (local mode retries a failed task only when "
+        "RETRIES > 1 is given), `spark://host:7077`, `yarn`, or a Spark Connect "
         "`sc://host:15002` URL.",
-        str.strip,
+        _spark_master,
         "spark_master",
     ),
     SettingSpec(
         "BEACON_SPARK_DRIVER_MEMORY",
         "4g",
         "Driver memory of the local Spark session.",
-        str.strip,
+        _memory,
         "spark_driver_memory",
     ),
     SettingSpec(
@@ -223,12 +269,12 @@ SPECS: tuple[SettingSpec, ...] = (
         "score_threshold",
     ),
     SettingSpec(
-        "BEACON_MAX_PREVALENCE",
-        "0.5",
-        "Destinations reached by more than this share of internal sources are common "
-        "infrastructure (update servers, NTP): not reported.",
-        _float_between(0.0, 1.0),
-        "max_prevalence",
+        "BEACON_PROFILE",
+        "default",
+        "`default` (our scoring) or `notebook`: report what the Sentinel notebook's thresholds "
+        "would (Percentbeacon > 75, > 100 connections, < 25 sources per destination).",
+        _choice("default", "notebook"),
+        "profile",
     ),
     SettingSpec(
         "BEACON_MAX_QUARANTINE_RATIO",
@@ -241,10 +287,18 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "BEACON_MIN_WINDOW_COVERAGE",
         "0.5",
-        "The coverage check warns when a day's lookback window has less than this share of its "
-        "days in the lake.",
+        "The coverage check fails a day (and stops it before the watchlist) when less than this "
+        "share of its lookback window's days (from `BEACON_START_DATE` on) is in the lake.",
         _float_between(0.0, 1.0),
         "min_window_coverage",
+    ),
+    SettingSpec(
+        "BEACON_FAILURE_WEBHOOK_URL",
+        "",
+        "When a run fails, its summary is logged and also POSTed as JSON to this URL (`https://` "
+        "only, or `http://127.0.0.1:PORT/…` for a local relay); empty posts nothing.",
+        _webhook_url,
+        "failure_webhook_url",
     ),
 )
 
@@ -260,13 +314,14 @@ class Settings:
     device_vendors: tuple[str, ...] = ()
     internal_networks: tuple[str, ...] = field(default_factory=lambda: tuple(RFC1918.split(",")))
     spark_mode: str = "local"
-    spark_master: str = "local[*]"
+    spark_master: str = "local[*,4]"
     spark_driver_memory: str = "4g"
     min_connections: int = 12
     score_threshold: float = 0.7
-    max_prevalence: float = 0.5
+    profile: str = "default"
     max_quarantine_ratio: float = 0.05
     min_window_coverage: float = 0.5
+    failure_webhook_url: str | None = None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -1,16 +1,21 @@
 """beaconing_candidates: pairs that call out on a timer over the lookback window, with reasons."""
 
 import datetime as dt
+import time
 
 import dagster as dg
 import pandas as pd
 
-from pipeline.assets.metadata import markdown_table, per_day_rows
+from pipeline import plots
+from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
+from pipeline.checks import low_coverage_days
+from pipeline.detection import allowlist
 from pipeline.partitions import days_in_run, lookback_window
 from pipeline.resources.spark import SparkJobRunner
 from pipeline.settings import Settings
 from pipeline.spark_jobs import beaconing_candidates, lake
 from pipeline.spark_jobs.beaconing_candidates import DetectionParams
+from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 
 GROUP = "detect"
 COVERAGE_CHECK = "window_coverage"
@@ -28,14 +33,17 @@ TOP_COLUMNS = [
 ]
 
 
-def detection_params(settings: Settings) -> DetectionParams:
+def detection_params(
+    settings: Settings, allowlist_entries: tuple[tuple[str, str], ...] = ()
+) -> DetectionParams:
     return DetectionParams(
         lookback_days=settings.lookback_days,
         first_day=settings.start_date,
         internal_networks=settings.internal_networks,
         min_connections=settings.min_connections,
         score_threshold=settings.score_threshold,
-        max_prevalence=settings.max_prevalence,
+        profile=settings.profile,
+        allowlist=allowlist_entries,
     )
 
 
@@ -47,6 +55,23 @@ def read_day(lake_url: str, table: str, day: str) -> pd.DataFrame:
         return pd.DataFrame()
     # The day lives in the folder name (date=D), not in the files: put it back as a column.
     return pd.read_parquet(lake.day_url(lake_url, table, date)).assign(date=day)
+
+
+def run_summary(report: dict[str, dict], pictures: dict[dt.date, tuple[str, bytes]]) -> str:
+    """One line per day: what was scored, what was reported, where its picture is."""
+    rows = [
+        {
+            "date": day,
+            "window_days_present": facts["window_days_present"],
+            "window_days": facts.get("window_days"),
+            "candidates": facts["rows"],
+            "strobes": facts["strobes"],
+            "plot": pictures[dt.date.fromisoformat(day)][0],
+        }
+        for day, facts in sorted(report.items())
+    ]
+    total = sum(r["candidates"] for r in rows)
+    return f"{len(rows)} day(s), {total} candidate(s)\n\n" + markdown_table(rows)
 
 
 def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -61,13 +86,17 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
             )
         ],
         kinds={"spark", "parquet"},
+        owners=OWNERS,
+        metadata={"dagster/column_schema": table_schema(BEACONING_CANDIDATES)},
         check_specs=[
             dg.AssetCheckSpec(
                 COVERAGE_CHECK,
                 asset="beaconing_candidates",
+                blocking=True,
                 description=(
-                    "Warns when a day's lookback window has less than "
-                    f"{settings.min_window_coverage:.0%} of its days in the lake."
+                    "Fails (and stops the day before the watchlist) when a day's lookback window "
+                    f"has less than {settings.min_window_coverage:.0%} of its days (from the "
+                    "start date on) in the lake."
                 ),
             )
         ],
@@ -81,27 +110,45 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         context: dg.AssetExecutionContext, spark: SparkJobRunner
     ) -> dg.MaterializeResult:
         days = days_in_run(context)
+        context.log.info(
+            f"stage beaconing_candidates: scoring {len(days)} day(s), each over a "
+            f"{settings.lookback_days}-day window of pair_daily_stats"
+        )
+        started = time.monotonic()
+        entries, problems = allowlist.load(settings.lake_url)
+        for problem in problems:
+            context.log.warning(f"allowlist {allowlist.ALLOWLIST_PATH}: {problem}")
         report = spark.run(
             beaconing_candidates.run,
             lake_url=settings.lake_url,
             days=days,
-            params=detection_params(settings),
+            params=detection_params(settings, entries),
         )
+        context.log.info(f"allowlist: {len(entries)} entr(ies) from {allowlist.ALLOWLIST_PATH}")
         for day, facts in sorted(report.items()):
             if facts["window_days_missing"]:
                 context.log.warning(
                     f"{day}: window misses {len(facts['window_days_missing'])} day(s) of "
                     f"pair_daily_stats: {', '.join(facts['window_days_missing'])}"
                 )
+        context.log.info(
+            f"stage beaconing_candidates: {sum(f['rows'] for f in report.values())} candidate(s) "
+            f"in {time.monotonic() - started:.0f} s; drawing the plots"
+        )
+        pictures = {
+            d: plots.plot_day(
+                settings.lake_url,
+                d,
+                read_day(settings.lake_url, beaconing_candidates.TABLE, str(d)),
+            )
+            for d in days
+        }
         latest = max(report)
         top = read_day(settings.lake_url, beaconing_candidates.TABLE, latest)
         if not top.empty:
             top = top.sort_values("score", ascending=False).head(20)
-        low = {
-            d: f["window_days_present"] / settings.lookback_days
-            for d, f in report.items()
-            if f["window_days_present"] / settings.lookback_days < settings.min_window_coverage
-        }
+        low = low_coverage_days(report, settings.min_window_coverage)
+        latest_png = pictures[dt.date.fromisoformat(latest)]
         rows = sum(f["rows"] for f in report.values())
         return dg.MaterializeResult(
             metadata={
@@ -125,12 +172,17 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                 "path": dg.MetadataValue.path(
                     lake.table_url(settings.lake_url, beaconing_candidates.TABLE)
                 ),
+                "plot": dg.MetadataValue.path(latest_png[0]),
+                f"plot_{latest}": dg.MetadataValue.md(
+                    plots.markdown_image(latest_png[1], f"top candidates {latest}")
+                ),
+                "run_summary": dg.MetadataValue.md(run_summary(report, pictures)),
             },
             check_results=[
                 dg.AssetCheckResult(
                     check_name=COVERAGE_CHECK,
                     passed=not low,
-                    severity=dg.AssetCheckSeverity.WARN,
+                    severity=dg.AssetCheckSeverity.ERROR,
                     metadata={
                         "minimum": settings.min_window_coverage,
                         "days_below_minimum": dg.MetadataValue.json(low),

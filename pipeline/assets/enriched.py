@@ -3,11 +3,12 @@
 import dagster as dg
 
 from pipeline.assets.candidates import read_day
-from pipeline.assets.metadata import markdown_table
+from pipeline.assets.metadata import OWNERS, markdown_table, table_schema
 from pipeline.enrichment.ranking import rank
 from pipeline.partitions import days_in_run
 from pipeline.settings import Settings
 from pipeline.spark_jobs import beaconing_candidates, lake
+from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 
 GROUP = "enrich"
 TABLE = "enriched_beacons"
@@ -26,6 +27,16 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=["beaconing_candidates"],
         kinds={"pandas", "parquet"},
+        owners=OWNERS,
+        metadata={
+            "dagster/column_schema": dg.TableSchema(
+                columns=[
+                    *table_schema(BEACONING_CANDIDATES).columns,
+                    dg.TableColumn("risk_score", "double", "final risk, 0–1"),
+                    dg.TableColumn("risk_rank", "bigint", "1 = look at this first"),
+                ]
+            )
+        },
         description=(
             "Beaconing candidates with enrichment (prevalence, first-seen age; GeoIP, WHOIS and "
             "threat intel when configured) and a final risk rank, sorted by it."

@@ -3,12 +3,14 @@
 from collections import Counter
 
 import dagster as dg
+from pyspark.sql import types as T
 
 from pipeline import export_layout
-from pipeline.assets.metadata import markdown_table
+from pipeline.assets.metadata import OWNERS, markdown_table, table_schema
 from pipeline.partitions import days_in_run
 from pipeline.sample.traffic import SampleNetwork, write_export_day
 from pipeline.settings import Settings
+from pipeline.spark_jobs.schemas import EXPORT_COLUMNS, EXPORT_RECORD
 
 GROUP = "ingest"
 
@@ -24,6 +26,13 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         partitions_def=partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"azure", "json"},
+        owners=OWNERS,
+        # The CommonSecurityLog columns the pipeline reads from the JSON lines (all as strings).
+        metadata={
+            "dagster/column_schema": table_schema(
+                T.StructType([EXPORT_RECORD[name] for name in EXPORT_COLUMNS])
+            )
+        },
         description=(
             "The raw CommonSecurityLog day in the Log Analytics data-export layout. Materializing "
             "it checks that the day's export folders exist (export mode) or generates the day "

@@ -3,6 +3,12 @@
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import dagster as dg
+from pyspark.sql.types import StructType
+
+# Who to ask about these assets (shown on every asset in the UI).
+OWNERS = ["team:soc-data-engineering"]
+
 
 def markdown_table(rows: Iterable[Mapping[str, Any]], columns: list[str] | None = None) -> str:
     rows = list(rows)
@@ -26,3 +32,21 @@ def per_day_rows(report: Mapping[str, Mapping[str, Any]], keys: list[str]) -> li
     return [
         {"date": day, **{k: facts.get(k) for k in keys}} for day, facts in sorted(report.items())
     ]
+
+
+def table_schema(
+    struct: StructType, descriptions: Mapping[str, str] | None = None
+) -> dg.TableSchema:
+    """A Spark `StructType` as the `dagster/column_schema` the UI shows on the asset page."""
+    descriptions = descriptions or {}
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=field.name,
+                type=field.dataType.simpleString(),
+                description=descriptions.get(field.name),
+                constraints=dg.TableColumnConstraints(nullable=field.nullable),
+            )
+            for field in struct.fields
+        ]
+    )

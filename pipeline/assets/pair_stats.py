@@ -1,12 +1,15 @@
 """pair_daily_stats: one compact summary per pair per day, so lookbacks never re-read raw events."""
 
+import time
+
 import dagster as dg
 
-from pipeline.assets.metadata import markdown_table, per_day_rows
+from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
 from pipeline.partitions import days_in_run
 from pipeline.resources.spark import SparkJobRunner
 from pipeline.settings import Settings
 from pipeline.spark_jobs import lake, pair_daily_stats
+from pipeline.spark_jobs.schemas import PAIR_DAILY_STATS
 
 GROUP = "detect"
 
@@ -19,6 +22,8 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=["network_sessions"],
         kinds={"spark", "parquet"},
+        owners=OWNERS,
+        metadata={"dagster/column_schema": table_schema(PAIR_DAILY_STATS)},
         description=(
             "Per (source, destination, port, protocol) per day: counts, first/last seen, and the "
             "connection times and byte sizes as compact arrays, enough to score the pair over "
@@ -29,8 +34,17 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         context: dg.AssetExecutionContext, spark: SparkJobRunner
     ) -> dg.MaterializeResult:
         days = days_in_run(context)
+        context.log.info(
+            f"stage pair_daily_stats: summarising network_sessions of {len(days)} day(s) "
+            f"({days[0]}…{days[-1]})"
+        )
+        started = time.monotonic()
         report = spark.run(pair_daily_stats.run, lake_url=settings.lake_url, days=days)
         rows = sum(r["rows"] for r in report.values())
+        context.log.info(
+            f"stage pair_daily_stats: wrote {rows} pair-day rows "
+            f"in {time.monotonic() - started:.0f} s"
+        )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,

@@ -1,19 +1,24 @@
 """network_sessions: the day's firewall records, typed and deduplicated, bad ones quarantined."""
 
+import time
 from collections import Counter
 
 import dagster as dg
 
 from pipeline import export_layout
-from pipeline.assets.metadata import markdown_table, per_day_rows
+from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
+from pipeline.checks import export_schema_drift
 from pipeline.partitions import days_in_run
 from pipeline.resources.spark import SparkJobRunner
+from pipeline.sensors import export_fingerprint, record_fingerprints
 from pipeline.settings import Settings
 from pipeline.spark_jobs import lake, network_sessions
+from pipeline.spark_jobs.schemas import NETWORK_SESSIONS
 
 GROUP = "ingest"
 QUARANTINE_CHECK = "quarantine_ratio_within_limit"
 ROWS_CHECK = "has_rows"
+SCHEMA_CHECK = "export_schema_unchanged"
 
 
 def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -24,6 +29,8 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=["commonsecuritylog_export"],
         kinds={"spark", "parquet"},
+        owners=OWNERS,
+        metadata={"dagster/column_schema": table_schema(NETWORK_SESSIONS)},
         check_specs=[
             dg.AssetCheckSpec(
                 QUARANTINE_CHECK,
@@ -35,7 +42,20 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                 ),
             ),
             dg.AssetCheckSpec(
-                ROWS_CHECK, asset="network_sessions", description="Warns on a day with no rows."
+                ROWS_CHECK,
+                asset="network_sessions",
+                blocking=True,
+                description="Fails (and stops the day before the watchlist) on a day with no rows.",
+            ),
+            dg.AssetCheckSpec(
+                SCHEMA_CHECK,
+                asset="network_sessions",
+                blocking=True,
+                description=(
+                    "Fails (and stops the day before the watchlist) when the export's records "
+                    "lack a column the pipeline needs or carry it with another JSON type "
+                    "(sampled from each day's blobs); new columns are listed, not failed."
+                ),
             ),
         ],
         description=(
@@ -48,6 +68,12 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         context: dg.AssetExecutionContext, spark: SparkJobRunner
     ) -> dg.MaterializeResult:
         days = days_in_run(context)
+        # What this run reads, for the late-export sensor. Taken before the listing: a blob that
+        # lands in between is read but not fingerprinted, so it costs a re-run, never a miss.
+        fingerprints = {
+            d: export_fingerprint(settings.export_url, d, settings.workspace_resource_id)
+            for d in days
+        }
         per_day, late = export_layout.blobs_for_days(
             settings.export_url, days, settings.workspace_resource_id
         )
@@ -58,10 +84,13 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                 "materialize commonsecuritylog_export for those days first"
             )
         urls = [b.url for d in days for b in per_day[d]] + [b.url for b in late]
+        drift = export_schema_drift({d.isoformat(): [b.url for b in per_day[d]] for d in days})
+        megabytes = sum(b.size for d in days for b in per_day[d]) / 1e6
         context.log.info(
-            f"reading {len(urls)} export blobs for {len(days)} day(s) "
-            f"({len(late)} from the next day's first hours, for late records)"
+            f"stage network_sessions: reading {len(urls)} export blobs ({megabytes:.1f} MB) for "
+            f"{len(days)} day(s) ({len(late)} from the next day's first hours, for late records)"
         )
+        started = time.monotonic()
         report = spark.run(
             network_sessions.run,
             lake_url=settings.lake_url,
@@ -69,12 +98,18 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
             blob_urls=urls,
             device_vendors=settings.device_vendors,
         )
-        return _result(settings, report, late_blobs=len(late))
+        record_fingerprints(settings.lake_url, fingerprints)
+        context.log.info(
+            f"stage network_sessions: wrote {sum(r['rows'] for r in report.values())} rows, "
+            f"quarantined {sum(r['quarantined'] for r in report.values())} "
+            f"in {time.monotonic() - started:.0f} s"
+        )
+        return _result(settings, report, late_blobs=len(late), drift=drift)
 
     return network_sessions_asset
 
 
-def _result(settings: Settings, report: dict, late_blobs: int) -> dg.MaterializeResult:
+def _result(settings: Settings, report: dict, late_blobs: int, drift: dict) -> dg.MaterializeResult:
     rows = sum(r["rows"] for r in report.values())
     quarantined = sum(r["quarantined"] for r in report.values())
     reasons: Counter[str] = Counter()
@@ -89,10 +124,12 @@ def _result(settings: Settings, report: dict, late_blobs: int) -> dg.Materialize
     table = per_day_rows(
         report,
         [
+            "lines",
             "rows",
             "duplicates_dropped",
             "late_records",
             "vendor_filtered",
+            "blank_lines",
             "quarantined",
             "quarantine_ratio",
         ],
@@ -106,6 +143,14 @@ def _result(settings: Settings, report: dict, late_blobs: int) -> dg.Materialize
             "duplicates_dropped": sum(r["duplicates_dropped"] for r in report.values()),
             "late_records": sum(r["late_records"] for r in report.values()),
             "late_window_blobs": late_blobs,
+            # Every line read is accounted for: lines = rows + duplicates_dropped + quarantined
+            # + vendor_filtered + blank_lines (network_sessions' module docstring).
+            "lines": sum(r["lines"] for r in report.values()),
+            "blank_lines": sum(r["blank_lines"] for r in report.values()),
+            "vendor_filtered": sum(r["vendor_filtered"] for r in report.values()),
+            "unknown_columns": dg.MetadataValue.json(
+                {d: f["unknown_columns"] for d, f in report.items() if f["unknown_columns"]}
+            ),
             "per_day": dg.MetadataValue.md(markdown_table(table)),
             "path": dg.MetadataValue.path(
                 lake.table_url(settings.lake_url, network_sessions.TABLE)
@@ -130,8 +175,18 @@ def _result(settings: Settings, report: dict, late_blobs: int) -> dg.Materialize
             dg.AssetCheckResult(
                 check_name=ROWS_CHECK,
                 passed=not empty_days,
-                severity=dg.AssetCheckSeverity.WARN,
+                severity=dg.AssetCheckSeverity.ERROR,
                 metadata={"days_without_rows": dg.MetadataValue.json(empty_days)},
+            ),
+            dg.AssetCheckResult(
+                check_name=SCHEMA_CHECK,
+                passed=not drift["drifted_days"],
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "drifted_days": dg.MetadataValue.json(drift["drifted_days"]),
+                    "new_columns": dg.MetadataValue.json(drift["new_columns"]),
+                    "records_sampled": drift["records_sampled"],
+                },
             ),
         ],
     )

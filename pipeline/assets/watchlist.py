@@ -4,9 +4,9 @@ import dagster as dg
 
 from pipeline.assets.candidates import read_day
 from pipeline.assets.enriched import TABLE as ENRICHED_TABLE
-from pipeline.assets.metadata import markdown_table
+from pipeline.assets.metadata import OWNERS, markdown_table
 from pipeline.partitions import days_in_run
-from pipeline.sentinel.watchlist_csv import watchlist_csv
+from pipeline.sentinel.watchlist_csv import COLUMNS, watchlist_csv
 from pipeline.settings import Settings
 from pipeline.spark_jobs import lake
 
@@ -23,6 +23,12 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[ENRICHED_TABLE],
         kinds={"azure", "csv"},
+        owners=OWNERS,
+        metadata={
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name=c, type="string") for c in COLUMNS]
+            )
+        },
         description=(
             "The Sentinel watchlist of the day's beacons. Without Sentinel configured it is "
             "written to the lake as the exact CSV Sentinel would receive "

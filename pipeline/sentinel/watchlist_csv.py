@@ -10,6 +10,7 @@ import csv
 import io
 import uuid
 
+import numpy as np
 import pandas as pd
 
 KEY_COLUMNS = ["SourceIP", "DestinationIP", "DestinationPort"]
@@ -36,7 +37,20 @@ ITEM_NAMESPACE = uuid.UUID("6f1d6d5e-2b7c-4f7e-9d0a-5b1c3e9a7f21")
 
 
 def safe_cell(value: object) -> str:
-    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+    """The cell's text, with a leading `'` when a spreadsheet would read it as a formula.
+
+    Numbers (int, float, numpy numbers; not bools) are written as they are: the text of a number
+    (`-1`, `-0.25`, `-1e-05`) is read back as that number, never as a formula, so a negative
+    value stays numeric for the analyst. Every string is checked, whatever it looks like
+    (`"-1+cmd|' /C calc'!A0"` is a string, and is neutralised).
+    """
+    if value is None or (isinstance(value, float | np.floating) and pd.isna(value)):
+        return ""
+    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    ):
+        return str(value)
+    text = str(value)
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 

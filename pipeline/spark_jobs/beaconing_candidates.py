@@ -39,8 +39,8 @@ SHARED_TIMER_MIN_HOSTS = 3
 # A host counts towards a shared timer when its pair scores at least this (below the report
 # threshold on purpose: jitter can push some hosts of a benign poller under it).
 SHARED_TIMER_MIN_SCORE = 0.6
-# New: first seen in the last week of the window, and not on its first day (a destination seen
-# since the window began may be much older than the window).
+# New: first seen in the last week of the window, and not on the window's first day with data (a
+# destination seen since the data began may be much older than the data).
 NEW_DESTINATION_DAYS = 7
 # The notebook's thresholds, for BEACON_PROFILE=notebook (REFERENCE §1).
 NOTEBOOK_MIN_PERCENT_BEACON = 75.0
@@ -122,6 +122,7 @@ def _context(pair: Any) -> dict[str, Any]:
             "last_seen",
             "first_seen_age_days",
             "destination_age_days",
+            "new_destination",
             "internal_sources_to_destination",
             "internal_sources",
             "prevalence",
@@ -177,6 +178,7 @@ def _windowed_pairs(
         (F.unix_seconds(F.max("last_seen")) - F.unix_seconds(F.min("first_seen"))).alias(
             "observed_seconds"
         ),
+        F.min("date").alias("first_day_with_data"),
     )
     external = fanned.filter(
         ~is_internal(F.col("DestinationIP"), params.internal_networks)
@@ -220,6 +222,11 @@ def _windowed_pairs(
             "destination_age_days",
             F.datediff(F.to_date("target"), F.to_date("destination_first_day")).cast("int"),
         )
+        .withColumn(
+            "new_destination",
+            (F.col("destination_age_days") <= NEW_DESTINATION_DAYS)
+            & (F.col("destination_first_day") > F.col("first_day_with_data")),
+        )
         .withColumn("days_seen", F.col("days_seen").cast("int"))
         .withColumn("date", F.col("target"))
     )
@@ -251,10 +258,7 @@ def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
         "periodic_sources_to_destination", F.sum(periodic.cast("long")).over(peers)
     )
     shared = F.col("periodic_sources_to_destination") >= SHARED_TIMER_MIN_HOSTS
-    window_age = F.datediff(F.to_date("date"), F.to_date("window_start"))
-    new_destination = (F.col("destination_age_days") <= NEW_DESTINATION_DAYS) & (
-        F.col("destination_age_days") < window_age
-    )
+    new_destination = F.col("new_destination")
     if params.profile == "notebook":
         keep = (
             (F.col("percent_beacon") > NOTEBOOK_MIN_PERCENT_BEACON)

@@ -88,9 +88,16 @@ def replace_days(
 ) -> None:
     """Write `df` (with a string `date` column) replacing exactly the given days.
 
-    Spark's dynamic partition overwrite writes aside and swaps each day's folder on commit, so a
-    crash mid-write leaves the previous version of every day in place. Days of the range that
-    have no rows lose their old folder too, so a re-run never leaves stale rows behind.
+    Spark's dynamic partition overwrite writes the new files under `{table}/.spark-staging-*`
+    and only at job commit replaces each day's folder (delete, then rename), so a run killed
+    while its tasks write leaves the previous version of every day, and its manifest, in place
+    (pipeline_tests/integration/test_faults.py kills one). What is not atomic: the commit itself
+    (a delete and a rename per day, milliseconds), and a job's tables one after the other
+    (network_sessions commits before quarantine, and manifests are written last), so a kill
+    between them leaves a day newer than its manifest until the re-run. A killed run's
+    `.spark-staging-*` folder stays behind; readers ignore it (a dot folder, never a `date=`).
+    Days of the range that have no rows lose their old folder too, so a re-run never leaves
+    stale rows behind.
     """
     (
         df.write.mode("overwrite")

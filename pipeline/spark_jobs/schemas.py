@@ -103,6 +103,7 @@ BEACONING_CANDIDATES = T.StructType(
         T.StructField("last_seen", T.TimestampType()),
         T.StructField("first_seen_age_days", T.IntegerType()),
         T.StructField("destination_age_days", T.IntegerType()),
+        T.StructField("new_destination", T.BooleanType()),
         T.StructField("periodic_sources_to_destination", T.LongType()),
         T.StructField("internal_sources_to_destination", T.LongType()),
         T.StructField("internal_sources", T.LongType()),

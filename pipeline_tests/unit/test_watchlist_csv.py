@@ -56,9 +56,15 @@ def test_safe_cell_leaves_normal_values_alone(value, text):
     assert safe_cell(value) == text
 
 
-def test_safe_cell_neutralises_negative_numbers_too():
-    assert safe_cell(-3) == "'-3"
-    assert safe_cell(-0.25) == "'-0.25"
+def test_negative_numbers_stay_numeric_but_negative_looking_strings_do_not():
+    # A number's text is read back as that number, never as a formula (decision: issue 8).
+    assert safe_cell(-3) == "-3"
+    assert safe_cell(-0.25) == "-0.25"
+    assert safe_cell(np.int64(-1)) == "-1"
+    assert safe_cell(np.float64(-1e-05)) == "-1e-05"
+    assert safe_cell("-3") == "'-3"  # text is text: it could be "-3+cmd|..."
+    assert safe_cell("-1+cmd|' /C calc'!A0") == "'-1+cmd|' /C calc'!A0"
+    assert safe_cell(True) == "True"
 
 
 # --- watchlist_csv -----------------------------------------------------------------------------

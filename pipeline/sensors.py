@@ -1,0 +1,275 @@
+"""Sensors: export days that arrive late are re-run; failed runs are summarised (and posted).
+
+Late exports: Log Analytics export retries for up to 12 hours, and an export outage can be
+replayed days later, so a day's folders can change after the day was materialized. When
+`network_sessions` reads a day it records a fingerprint of the blobs it read (the day's folders
+plus the next day's first 12 hours): file count, total bytes, newest modification time. The
+sensor recomputes the fingerprint of recent days and requests a re-run of every day whose
+folders changed since. The run key contains the new fingerprint, so a change is requested once
+however many ticks see it; the cursor remembers what was requested.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dagster as dg
+
+from pipeline import export_layout
+from pipeline.settings import Settings
+from pipeline.spark_jobs import lake
+
+FINGERPRINT_TABLE = "export_fingerprint"
+# Days before yesterday the late-export sensor looks at (a replayed outage older than this needs
+# a backfill by hand).
+LATE_EXPORT_SCAN_DAYS = 14
+LATE_EXPORT_INTERVAL_S = 15 * 60
+WEBHOOK_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class ExportFingerprint:
+    files: int
+    bytes: int
+    newest_mtime: float  # epoch seconds
+
+    @property
+    def signature(self) -> str:
+        return f"{self.files}-{self.bytes}-{int(self.newest_mtime)}"
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    value = info.get("mtime", info.get("last_modified", info.get("LastModified", 0)))
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return float(value or 0)
+
+
+def export_fingerprint(
+    export_url: str, day: dt.date, workspace_resource_id: str | None = None
+) -> ExportFingerprint:
+    """What network_sessions reads for `day`: its folders and the next day's first 12 hours."""
+    fs, root = export_layout.filesystem(export_url)
+    workspace = (
+        export_layout.workspace_path(workspace_resource_id)
+        if workspace_resource_id
+        else export_layout.WORKSPACE_GLOB
+    )
+    files, size, newest = 0, 0, 0.0
+    next_day = day + dt.timedelta(days=1)
+    for folder_day, hours in (
+        (day, range(24)),
+        (next_day, range(export_layout.LATE_ARRIVAL_HOURS)),
+    ):
+        pattern = f"{root}/{export_layout.day_folder(workspace, folder_day)}/h=*/m=*/*.json"
+        for path, info in fs.glob(pattern, detail=True).items():
+            match = export_layout.FOLDER_TIME.search(path)
+            name = path.rsplit("/", 1)[-1]
+            if not match or not export_layout.BLOB_NAME.match(name):
+                continue
+            if int(match.group(4)) not in hours:
+                continue
+            files += 1
+            size += int(info.get("size") or 0)
+            newest = max(newest, _mtime(info))
+    return ExportFingerprint(files, size, newest)
+
+
+def record_fingerprints(lake_url: str, fingerprints: dict[dt.date, ExportFingerprint]) -> None:
+    """Remember what each day's run read (called by network_sessions after it wrote the day)."""
+    for day, fingerprint in fingerprints.items():
+        lake.write_manifest(lake_url, FINGERPRINT_TABLE, day, asdict(fingerprint))
+
+
+def recorded_fingerprint(lake_url: str, day: dt.date) -> ExportFingerprint | None:
+    facts = lake.read_manifest(lake_url, FINGERPRINT_TABLE, day)
+    if facts is None:
+        return None
+    return ExportFingerprint(int(facts["files"]), int(facts["bytes"]), float(facts["newest_mtime"]))
+
+
+@dataclass(frozen=True)
+class LateDay:
+    day: dt.date
+    recorded: ExportFingerprint
+    current: ExportFingerprint
+
+    def describe(self) -> str:
+        return (
+            f"{self.day}: export folders changed since the day was materialized "
+            f"(files {self.recorded.files} → {self.current.files}, "
+            f"bytes {self.recorded.bytes} → {self.current.bytes})"
+        )
+
+
+def late_days(settings: Settings, days: Iterable[dt.date]) -> list[LateDay]:
+    """Materialized days whose export folders no longer match what their run read."""
+    late = []
+    for day in days:
+        recorded = recorded_fingerprint(settings.lake_url, day)
+        if recorded is None:
+            continue  # never materialized: the schedule or a backfill will get to it
+        current = export_fingerprint(settings.export_url, day, settings.workspace_resource_id)
+        if current != recorded:
+            late.append(LateDay(day, recorded, current))
+    return late
+
+
+def days_to_scan(settings: Settings, today: dt.date) -> list[dt.date]:
+    yesterday = today - dt.timedelta(days=1)
+    first = max(settings.start_date, yesterday - dt.timedelta(days=LATE_EXPORT_SCAN_DAYS - 1))
+    return [first + dt.timedelta(days=i) for i in range((yesterday - first).days + 1)]
+
+
+def late_export_requests(
+    settings: Settings, cursor: str | None, today: dt.date
+) -> tuple[list[dg.RunRequest], str, list[str]]:
+    """The re-runs to request, the new cursor, and a line per late day (plain, testable)."""
+    requested: dict[str, str] = json.loads(cursor) if cursor else {}
+    days = days_to_scan(settings, today)
+    requests, lines = [], []
+    for late in late_days(settings, days):
+        key = late.day.isoformat()
+        signature = late.current.signature
+        lines.append(late.describe())
+        if requested.get(key) == signature:
+            continue
+        requested[key] = signature
+        requests.append(
+            dg.RunRequest(
+                run_key=f"late-export:{key}:{signature}",
+                partition_key=key,
+                tags={"beacon/trigger": "late_export"},
+            )
+        )
+    scanned = {d.isoformat() for d in days}
+    kept = {k: v for k, v in sorted(requested.items()) if k in scanned}
+    return requests, json.dumps(kept, sort_keys=True), lines
+
+
+def build_late_export_sensor(
+    settings: Settings, job: dg.UnresolvedAssetJobDefinition
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="late_export_sensor",
+        job=job,
+        minimum_interval_seconds=LATE_EXPORT_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Re-runs a day when its export folders (or the next day's first 12 hours) changed "
+            f"after it was materialized; looks at the last {LATE_EXPORT_SCAN_DAYS} days."
+        ),
+    )
+    def late_export_sensor(
+        context: dg.SensorEvaluationContext,
+    ) -> dg.SensorResult | dg.SkipReason:
+        if settings.source == "sample":
+            return dg.SkipReason("BEACON_SOURCE=sample: generated days never arrive late")
+        today = dt.datetime.now(dt.UTC).date()
+        requests, cursor, lines = late_export_requests(settings, context.cursor, today)
+        for line in lines:
+            context.log.info(line)
+        if not requests:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason("no export day changed after it was materialized"),
+                cursor=cursor,
+            )
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+    return late_export_sensor
+
+
+# --- run failures ---------------------------------------------------------------------------
+
+
+def failure_summary(
+    run: dg.DagsterRun, message: str, step_errors: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
+    """What an on-call engineer needs first: which job, which days, which step, which error."""
+    tags = run.tags
+    if "dagster/partition" in tags:
+        days = tags["dagster/partition"]
+    elif "dagster/asset_partition_range_start" in tags:
+        days = (
+            f"{tags['dagster/asset_partition_range_start']}..."
+            f"{tags['dagster/asset_partition_range_end']}"
+        )
+    else:
+        days = "(not partitioned)"
+    steps = [{"step": step, "error": error} for step, error in step_errors]
+    lines = [f"Dagster run {run.run_id} of job {run.job_name} FAILED (days {days})."]
+    lines += [f"  step {s['step']}: {s['error']}" for s in steps]
+    if not steps:
+        lines.append(f"  {message}")
+    if "dagster/backfill" in tags:
+        lines.append(f"  part of backfill {tags['dagster/backfill']}")
+    return {
+        "text": "\n".join(lines),
+        "run_id": run.run_id,
+        "job": run.job_name,
+        "days": days,
+        "backfill": tags.get("dagster/backfill"),
+        "failed_steps": steps,
+        "message": message,
+    }
+
+
+def post_json(url: str, payload: dict[str, Any]) -> int:
+    """POST `payload` as JSON; returns the HTTP status (raises on network or HTTP errors)."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+        return response.status
+
+
+def describe_error(error: Any) -> str:
+    """`ErrorClass: first line` of the user's error under Dagster's step-execution wrapper."""
+    while error.cause is not None and error.cls_name == "DagsterExecutionStepExecutionError":
+        error = error.cause
+    lines = error.message.strip().splitlines()
+    first = lines[0] if lines else ""
+    # Python formats it as `module.ErrorClass: message`: keep the class name only.
+    prefix, _, rest = first.partition(": ")
+    if rest and prefix.rsplit(".", 1)[-1] == error.cls_name:
+        first = rest
+    return f"{error.cls_name}: {first}"
+
+
+def build_failure_sensor(settings: Settings) -> dg.SensorDefinition:
+    @dg.run_failure_sensor(
+        name="run_failure_notifier",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Logs a summary of every failed run (job, days, failed steps and errors) and POSTs it "
+            "as JSON to BEACON_FAILURE_WEBHOOK_URL when that is set."
+        ),
+    )
+    def run_failure_notifier(context: dg.RunFailureSensorContext) -> None:
+        step_errors = []
+        for event in context.get_step_failure_events():
+            error = event.event_specific_data.error
+            text = describe_error(error) if error else event.message
+            step_errors.append((event.step_key or "?", text or ""))
+        summary = failure_summary(
+            context.dagster_run, context.failure_event.message or "", step_errors
+        )
+        context.log.error(summary["text"])
+        if settings.failure_webhook_url:
+            try:
+                status = post_json(settings.failure_webhook_url, summary)
+                context.log.info(f"failure summary posted to the webhook (HTTP {status})")
+            except OSError as error:  # urllib's URLError and HTTPError are OSErrors
+                context.log.error(f"could not post the failure summary to the webhook: {error}")
+
+    return run_failure_notifier
