@@ -95,19 +95,22 @@ def _popular_destinations(rng: np.random.Generator, count: int = 300) -> np.ndar
     return np.array([f"{a}.{b}.{c}.{d}" for a, b, (c, d) in zip(first, second, rest, strict=True)])
 
 
-def _beacon_times(rng: np.random.Generator, beacon: Beacon, start: float) -> np.ndarray:
-    s = beacon.sleep_s
-    mean_gap = {"cobalt": s * (1 - beacon.jitter / 2), "sliver": s + beacon.jitter / 2}
-    count = int(SECONDS_PER_DAY / mean_gap.get(beacon.model, s) * 1.3) + 10
-    if beacon.model == "cobalt":
-        gaps = s - rng.uniform(0, beacon.jitter * s, count)
-    elif beacon.model == "empire":
-        gaps = rng.uniform((1 - beacon.jitter) * s, (1 + beacon.jitter) * s, count)
-    elif beacon.model == "sliver":
-        gaps = s + rng.uniform(0, beacon.jitter, count)
+def checkin_times(
+    rng: np.random.Generator, model: str, sleep_s: float, jitter: float, start: float
+) -> np.ndarray:
+    """One day of C2 check-ins from `start` (epoch s) under a framework's timing model:
+    "cobalt" S-U(0,jS), "empire" U((1-j)S,(1+j)S), "sliver" S+U(0,J seconds), "exact" S."""
+    mean_gap = {"cobalt": sleep_s * (1 - jitter / 2), "sliver": sleep_s + jitter / 2}
+    count = int(SECONDS_PER_DAY / mean_gap.get(model, sleep_s) * 1.3) + 10
+    if model == "cobalt":
+        gaps = sleep_s - rng.uniform(0, jitter * sleep_s, count)
+    elif model == "empire":
+        gaps = rng.uniform((1 - jitter) * sleep_s, (1 + jitter) * sleep_s, count)
+    elif model == "sliver":
+        gaps = sleep_s + rng.uniform(0, jitter, count)
     else:
-        gaps = np.full(count, s)
-    times = start + rng.uniform(0, s) + np.cumsum(gaps)
+        gaps = np.full(count, sleep_s)
+    times = start + rng.uniform(0, sleep_s) + np.cumsum(gaps)
     return times[times < start + SECONDS_PER_DAY]
 
 
@@ -170,7 +173,7 @@ def _day_events(network: SampleNetwork, day: dt.date) -> dict[str, np.ndarray]:
     for beacon in BEACONS:
         if beacon.host >= network.hosts:
             continue
-        t = _beacon_times(rng, beacon, start)
+        t = checkin_times(rng, beacon.model, beacon.sleep_s, beacon.jitter, start)
         add(
             t,
             beacon.host,

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.sample.traffic import DEFAULT_WORKSPACE, SECONDS_PER_DAY, with_export_noise
+from pipeline.sample.traffic import (
+    DEFAULT_WORKSPACE,
+    SECONDS_PER_DAY,
+    checkin_times,
+    with_export_noise,
+)
 
 FIRST_DAY = dt.date(2026, 6, 1)
 DAYS = 21
@@ -272,20 +277,5 @@ class ScenarioNetwork:
 def _implant_times(
     rng: np.random.Generator, implant: Implant, sleep: float, start: float
 ) -> np.ndarray:
-    mean_gap = {
-        "cobalt": sleep * (1 - implant.jitter / 2),
-        "sliver": sleep + implant.jitter / 2,
-    }.get(implant.model, sleep)
-    count = int(SECONDS_PER_DAY / mean_gap * 1.3) + 10
-    if implant.model == "cobalt":
-        gaps = sleep - rng.uniform(0, implant.jitter * sleep, count)
-    elif implant.model == "empire":
-        gaps = rng.uniform((1 - implant.jitter) * sleep, (1 + implant.jitter) * sleep, count)
-    elif implant.model == "sliver":
-        gaps = sleep + rng.uniform(0, implant.jitter, count)
-    else:
-        gaps = np.full(count, sleep)
-    times = start + rng.uniform(0, sleep) + np.cumsum(gaps)
-    if implant.missed:
-        times = times[rng.random(len(times)) >= implant.missed]
-    return times[times < start + SECONDS_PER_DAY]
+    times = checkin_times(rng, implant.model, sleep, implant.jitter, start)
+    return times[rng.random(len(times)) >= implant.missed] if implant.missed else times
