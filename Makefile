@@ -67,7 +67,7 @@ eval: install java
 # Known vulnerabilities in the installed dependencies (pip-audit). Fails loudly when the
 # vulnerability service cannot be reached; AUDIT=skip skips it explicitly, with a warning.
 audit: install
-	$(PY) tools/audit_dependencies.py
+	$(PY) pipeline_tests/audit_dependencies.py
 
 clean:
 	rm -rf .data

@@ -10,7 +10,8 @@ Screenshots go to a temporary folder.
 
 Run by hand, it also measures a longer backfill and refreshes the README's screenshots:
 
-    .venv/bin/python -m pipeline_tests.e2e.test_ui_browser --days 30 --docs pipeline_tests/e2e/screenshots
+    .venv/bin/python -m pipeline_tests.e2e.test_ui_browser --days 30 \
+        --docs pipeline_tests/e2e/screenshots
 """
 
 from __future__ import annotations
