@@ -17,16 +17,12 @@ LAST = dt.date(2026, 10, 7)
 DAGSTER = Path(sys.executable).with_name("dagster")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("layout", ["5min", "hourly"])
-def test_partition_range_from_an_export_folder(tmp_path, layout):
-    export = tmp_path / "export"
-    for i in range((LAST - FIRST).days + 2):  # + the next day's folders, for late records
-        write_export_day(export, FIRST + dt.timedelta(days=i), layout=layout)
+def export_mode_env(tmp_path: Path, export: Path) -> dict[str, str]:
+    """The environment a user sets for export mode, with a fresh Dagster home and lake."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
-    env = {
+    return {
         **os.environ,
         "DAGSTER_HOME": str(home),
         "BEACON_SOURCE": "export",
@@ -35,6 +31,15 @@ def test_partition_range_from_an_export_folder(tmp_path, layout):
         "BEACON_START_DATE": FIRST.isoformat(),
         "BEACON_SPARK_MASTER": "local[2]",
     }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["5min", "hourly"])
+def test_partition_range_from_an_export_folder(tmp_path, layout):
+    export = tmp_path / "export"
+    for i in range((LAST - FIRST).days + 2):  # + the next day's folders, for late records
+        write_export_day(export, FIRST + dt.timedelta(days=i), layout=layout)
+    env = export_mode_env(tmp_path, export)
     command = [
         str(DAGSTER),
         "asset",
@@ -66,17 +71,7 @@ def test_partition_range_from_an_export_folder(tmp_path, layout):
 
 @pytest.mark.slow
 def test_a_day_without_export_folders_names_what_it_looked_for(tmp_path):
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(Path("dagster.yaml").read_text())
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "BEACON_SOURCE": "export",
-        "BEACON_EXPORT_URL": str(tmp_path / "empty-export"),
-        "BEACON_LAKE_URL": str(tmp_path / "lake"),
-        "BEACON_START_DATE": FIRST.isoformat(),
-    }
+    env = export_mode_env(tmp_path, tmp_path / "empty-export")
     command = [
         str(DAGSTER),
         "asset",
