@@ -21,14 +21,6 @@ SHOW_COLUMNS = [
 ]
 
 
-def _latest_day(lake_url: str, table: str) -> dt.date | None:
-    from pipeline.spark_jobs import lake
-
-    days = [dt.date.today() - dt.timedelta(days=i) for i in range(0, 400)]
-    present = lake.days_present(lake_url, table, days)
-    return max(present) if present else None
-
-
 def show(limit: int) -> int:
     """Print where the results are and the latest day's top candidates."""
     from pipeline.assets.candidates import read_day
@@ -38,7 +30,7 @@ def show(limit: int) -> int:
     from pipeline.spark_jobs import lake
 
     settings = load_settings()
-    day = _latest_day(settings.lake_url, TABLE)
+    day = lake.latest_day(settings.lake_url, TABLE)
     if day is None:
         print(f"No enriched_beacons in {settings.lake_url} yet: run `make demo` first.")
         return 1

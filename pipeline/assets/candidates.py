@@ -118,13 +118,13 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         entries, problems = allowlist.load(settings.lake_url)
         for problem in problems:
             context.log.warning(f"allowlist {allowlist.ALLOWLIST_PATH}: {problem}")
+        context.log.info(f"allowlist: {len(entries)} entr(ies) from {allowlist.ALLOWLIST_PATH}")
         report = spark.run(
             beaconing_candidates.run,
             lake_url=settings.lake_url,
             days=days,
             params=detection_params(settings, entries),
         )
-        context.log.info(f"allowlist: {len(entries)} entr(ies) from {allowlist.ALLOWLIST_PATH}")
         for day, facts in sorted(report.items()):
             if facts["window_days_missing"]:
                 context.log.warning(
@@ -135,16 +135,10 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
             f"stage beaconing_candidates: {sum(f['rows'] for f in report.values())} candidate(s) "
             f"in {time.monotonic() - started:.0f} s; drawing the plots"
         )
-        pictures = {
-            d: plots.plot_day(
-                settings.lake_url,
-                d,
-                read_day(settings.lake_url, beaconing_candidates.TABLE, str(d)),
-            )
-            for d in days
-        }
+        frames = {d: read_day(settings.lake_url, beaconing_candidates.TABLE, str(d)) for d in days}
+        pictures = {d: plots.plot_day(settings.lake_url, d, frames[d]) for d in days}
         latest = max(report)
-        top = read_day(settings.lake_url, beaconing_candidates.TABLE, latest)
+        top = frames[dt.date.fromisoformat(latest)]
         if not top.empty:
             top = top.sort_values("score", ascending=False).head(20)
         low = low_coverage_days(report, settings.min_window_coverage)

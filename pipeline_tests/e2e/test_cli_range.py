@@ -15,6 +15,7 @@ from pipeline.spark_jobs import lake
 FIRST = dt.date(2026, 10, 5)
 LAST = dt.date(2026, 10, 7)
 DAGSTER = Path(sys.executable).with_name("dagster")
+MATERIALIZE = [str(DAGSTER), "asset", "materialize", "-m", "pipeline.definitions", "--select"]
 
 
 def export_mode_env(tmp_path: Path, export: Path) -> dict[str, str]:
@@ -41,12 +42,7 @@ def test_partition_range_from_an_export_folder(tmp_path, layout):
         write_export_day(export, FIRST + dt.timedelta(days=i), layout=layout)
     env = export_mode_env(tmp_path, export)
     command = [
-        str(DAGSTER),
-        "asset",
-        "materialize",
-        "-m",
-        "pipeline.definitions",
-        "--select",
+        *MATERIALIZE,
         "*",
         "--partition-range",
         f"{FIRST.isoformat()}...{LAST.isoformat()}",
@@ -73,12 +69,7 @@ def test_partition_range_from_an_export_folder(tmp_path, layout):
 def test_a_day_without_export_folders_names_what_it_looked_for(tmp_path):
     env = export_mode_env(tmp_path, tmp_path / "empty-export")
     command = [
-        str(DAGSTER),
-        "asset",
-        "materialize",
-        "-m",
-        "pipeline.definitions",
-        "--select",
+        *MATERIALIZE,
         "commonsecuritylog_export",
         "--partition",
         FIRST.isoformat(),
