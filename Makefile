@@ -11,13 +11,13 @@ export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 DEMO_DAYS ?= 21
 UI_PORT ?= 3000
 
-.PHONY: demo ui test eval lint format install java chromium audit clean
+.PHONY: demo ui test eval lint format install java chromium azurite audit clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,6 +33,13 @@ chromium:
 	@[ -x /usr/bin/chromium ] || { \
 	  echo "installing chromium for the browser test"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# Azure Storage emulator for the ADLS / blob tests (npm, into .tools/; needs Node.js and npm).
+AZURITE := .tools/node_modules/.bin/azurite-blob
+$(AZURITE):
+	npm install --prefix .tools --no-audit --no-fund --silent azurite@3.37.0
+
+azurite: $(AZURITE)
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
@@ -55,7 +62,7 @@ format: install
 	$(VENV)/bin/ruff check --fix pipeline pipeline_tests
 	$(VENV)/bin/ruff format pipeline pipeline_tests
 
-test: install java chromium lint
+test: install java chromium azurite lint
 	$(VENV)/bin/pytest
 	$(MAKE) audit
 

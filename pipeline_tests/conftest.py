@@ -56,3 +56,34 @@ def write_blob(
     text = "".join((json.dumps(x) if isinstance(x, dict) else x) + "\n" for x in lines)
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory):
+    """A throwaway CA; fake Azure servers serve HTTPS with certificates it signs."""
+    from pipeline_tests.fakes.tls import make_ca
+
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def az_cli(tmp_path, monkeypatch, test_ca):
+    """The stub `az` first on PATH and the test CA trusted: DefaultAzureCredential's CLI step
+    then yields tokens the fakes accept, with no other identity in the environment."""
+    from pipeline_tests.fakes.az_cli import AzCli
+
+    stub = AzCli(tmp_path / "az-cli")
+    monkeypatch.setenv("PATH", stub.env()["PATH"])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(test_ca.bundle))
+    for name in ("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    return stub
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """One Azurite blob server for the test session (started here, stopped at the end)."""
+    from pipeline_tests.fakes.azurite import running_azurite
+
+    with running_azurite(tmp_path_factory.mktemp("azurite")) as server:
+        yield server

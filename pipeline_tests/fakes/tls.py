@@ -1,0 +1,58 @@
+"""A throwaway certificate authority so fake Azure servers can serve HTTPS on 127.0.0.1.
+
+azure-core refuses to send a bearer token over plain HTTP, so every fake that checks tokens
+serves TLS with a certificate for 127.0.0.1 signed by this CA; clients trust it through
+`REQUESTS_CA_BUNDLE` (requests, the transport azure-core uses) or `connection_verify`.
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import trustme
+
+
+@dataclass(frozen=True)
+class TestCA:
+    ca: trustme.CA
+    bundle: Path  # PEM file of the CA, for REQUESTS_CA_BUNDLE / connection_verify
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+        return context
+
+
+def make_ca(folder: Path) -> TestCA:
+    ca = trustme.CA()
+    bundle = folder / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    return TestCA(ca=ca, bundle=bundle)
+
+
+@contextmanager
+def serve_https(
+    ca: TestCA, handler: type[BaseHTTPRequestHandler], state: object = None
+) -> Iterator[str]:
+    """Serve `handler` over HTTPS on a free loopback port; yields `https://127.0.0.1:PORT`.
+
+    `state` is reachable from the handler as `self.server.state` (the fake's memory).
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.state = state  # type: ignore[attr-defined]
+    server.socket = ca.server_context().wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
