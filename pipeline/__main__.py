@@ -1,4 +1,5 @@
-"""Command line helpers around the pipeline: `python -m pipeline show | demo-range | settings`."""
+"""Command line helpers around the pipeline: `python -m pipeline show | demo-range | settings |
+doctor`."""
 
 import argparse
 import datetime as dt
@@ -64,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     range_parser = commands.add_parser("demo-range", help="print the last N days as A...B")
     range_parser.add_argument("--days", type=int, default=21)
     commands.add_parser("settings", help="print the settings table (markdown)")
+    commands.add_parser("doctor", help="check settings, storage, Spark and the Dagster instance")
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from pipeline.doctor import main as doctor
+
+        return doctor()
     try:
         if args.command == "show":
             return show(args.limit)

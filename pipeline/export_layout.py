@@ -12,9 +12,10 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
+
+from pipeline import storage
 
 WORKSPACE_ROOT = "WorkspaceResourceId="
 WORKSPACE_GLOB = (
@@ -36,8 +37,9 @@ class ExportBlob:
 
 
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
-    """The fsspec filesystem for a local path or abfss:// URL, and the path within it."""
-    fs, path = fsspec.core.url_to_fs(url)
+    """The fsspec filesystem for a local path or abfss:// / az:// URL (with its credentials,
+    pipeline/storage.py), and the path within it."""
+    fs, path = storage.filesystem(url)
     return fs, path.rstrip("/")
 
 
@@ -54,8 +56,32 @@ def hour_folder(workspace: str, day: dt.date, hour: int, minute: int) -> str:
     return f"{day_folder(workspace, day)}/h={hour:02d}/m={minute:02d}"
 
 
-def _url_of(fs: AbstractFileSystem, path: str) -> str:
-    return path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
+def _url_of(export_url: str, fs: AbstractFileSystem, path: str) -> str:
+    """A listed path as a URL readers accept: a local path, or a remote URL in the export root's
+    own form (abfss://container@account…/…), which names the account for Spark on a cluster."""
+    return path if isinstance(fs, LocalFileSystem) else storage.url_in(export_url, path)
+
+
+def _workspace_folders(fs: AbstractFileSystem, root: str) -> list[str]:
+    """Every workspace folder under the export root, one delimited listing per level.
+
+    Globbing WORKSPACE_GLOB directly would make a blob store list every blob of the container
+    (the glob's prefix stops at the first `*`), years of exports, for each day read.
+    """
+    folders = [f"{root}/{WORKSPACE_ROOT}"]
+    for level in WORKSPACE_GLOB[len(WORKSPACE_ROOT) :].strip("/").split("/"):
+        below = []
+        for folder in folders:
+            if level != "*":
+                below.append(f"{folder}/{level}")
+                continue
+            try:
+                entries = fs.ls(folder, detail=True)
+            except FileNotFoundError:
+                continue
+            below.extend(e["name"].rstrip("/") for e in entries if e["type"] == "directory")
+        folders = below
+    return sorted(folders)
 
 
 def list_day_blobs(
@@ -66,9 +92,13 @@ def list_day_blobs(
 ) -> list[ExportBlob]:
     """Every export blob in the day's folders (all workspaces unless one is named)."""
     fs, root = filesystem(export_url)
-    workspace = workspace_path(workspace_resource_id) if workspace_resource_id else WORKSPACE_GLOB
-    pattern = f"{root}/{day_folder(workspace, day)}/h=*/m=*/*.json"
-    found = fs.glob(pattern, detail=True)
+    if workspace_resource_id:
+        workspaces = [f"{root}/{workspace_path(workspace_resource_id)}"]
+    else:
+        workspaces = _workspace_folders(fs, root)
+    found: dict[str, dict] = {}
+    for workspace in workspaces:
+        found.update(fs.glob(f"{day_folder(workspace, day)}/h=*/m=*/*.json", detail=True))
     blobs = []
     for path, info in sorted(found.items()):
         match = FOLDER_TIME.search(path)
@@ -76,7 +106,8 @@ def list_day_blobs(
             continue
         hour = int(match.group(4))
         if hour in hours:
-            blobs.append(ExportBlob(_url_of(fs, path), int(info.get("size") or 0), day, hour))
+            url = _url_of(export_url, fs, path)
+            blobs.append(ExportBlob(url, int(info.get("size") or 0), day, hour))
     return blobs
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.storage import is_remote
+
 RFC1918 = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
 
 
@@ -109,6 +111,17 @@ def _workspace_resource_id(value: str) -> str | None:
     return value.lower()
 
 
+def _workspace_guid(value: str) -> str | None:
+    """A Log Analytics Workspace ID (the GUID on the workspace's Overview page), or empty."""
+    value = value.strip().lower()
+    if value and not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", value):
+        raise ValueError(
+            "must be the workspace's Workspace ID (Overview page), a GUID like "
+            "0a1b2c3d-0000-1111-2222-333344445555, not its name or resource id"
+        )
+    return value or None
+
+
 def _webhook_url(value: str) -> str | None:
     """Empty (off), an https:// URL, or plain http to 127.0.0.1 (a local relay, tests)."""
     value = value.strip()
@@ -146,6 +159,58 @@ def _memory(value: str) -> str:
     return value
 
 
+def _synapse_workspace(value: str) -> str | None:
+    """Azure's rule: 1-50 lower-case letters, digits and `-`, starting and ending alphanumeric."""
+    value = value.strip()
+    if value and not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?", value):
+        raise ValueError("must be 1-50 lower-case letters, digits and '-' (the workspace name)")
+    return value or None
+
+
+def _synapse_pool(value: str) -> str | None:
+    """Azure's rule: 1-15 letters and digits, starting with a letter."""
+    value = value.strip()
+    if value and not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{0,14}", value):
+        raise ValueError("must be 1-15 letters and digits, starting with a letter")
+    return value or None
+
+
+def _https_url(value: str) -> str | None:
+    value = value.strip().rstrip("/")
+    if not value:
+        return None
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme != "https" or not parsed.hostname or parsed.path:
+        raise ValueError("must be an https://HOST[:PORT] URL without a path")
+    return value
+
+
+def _synapse_problems(values: Mapping[str, Any]) -> list[str]:
+    """BEACON_SPARK=synapse needs a workspace, a pool, and storage the pool can reach."""
+    if values.get("spark_mode") != "synapse":
+        return []
+    problems = [
+        f"{env} is required with BEACON_SPARK=synapse"
+        for env, attr in (
+            ("SYNAPSE_WORKSPACE", "synapse_workspace"),
+            ("SYNAPSE_SPARK_POOL", "synapse_spark_pool"),
+        )
+        if attr in values and not values[attr]
+    ]
+    for env, attr in (
+        ("BEACON_LAKE_URL", "lake_url"),
+        ("BEACON_EXPORT_URL", "export_url"),
+        ("BEACON_SYNAPSE_STAGING_URL", "synapse_staging_url"),
+    ):
+        url = values.get(attr)
+        if isinstance(url, str) and not url.lower().startswith(("abfss://", "abfs://")):
+            problems.append(
+                f"{env}={url!r}: a Synapse pool cannot reach it; use "
+                "abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH"
+            )
+    return problems
+
+
 def _vendors(value: str) -> tuple[str, ...]:
     return tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
 
@@ -172,7 +237,8 @@ SPECS: tuple[SettingSpec, ...] = (
         "BEACON_SOURCE",
         "sample",
         "Where raw days come from: `sample` (generated, the default), `export` (a Log Analytics "
-        "data-export container) or `query` (Log Analytics query API; not available yet).",
+        "data-export container) or `query` (pulled from the workspace `LOG_ANALYTICS_WORKSPACE_ID` "
+        "with the Log Analytics query API into the export layout under `BEACON_EXPORT_URL`).",
         _choice("sample", "export", "query"),
         "source",
     ),
@@ -180,8 +246,9 @@ SPECS: tuple[SettingSpec, ...] = (
         "BEACON_EXPORT_URL",
         "./.data/export",
         "Root of the export container: the folder that holds `WorkspaceResourceId=/…`. A local "
-        "path or `abfss://am-commonsecuritylog@ACCOUNT.dfs.core.windows.net/`. In sample mode "
-        "the generated days are written here.",
+        "path or `abfss://am-commonsecuritylog@ACCOUNT.dfs.core.windows.net/` (local Spark reads "
+        "a remote day from a temporary local copy). In sample mode the generated days are "
+        "written here.",
         _url,
         "export_url",
     ),
@@ -194,9 +261,35 @@ SPECS: tuple[SettingSpec, ...] = (
         "workspace_resource_id",
     ),
     SettingSpec(
+        "LOG_ANALYTICS_WORKSPACE_ID",
+        "",
+        "Workspace ID (GUID) of the Log Analytics workspace to query: required with "
+        "`BEACON_SOURCE=query`; also enables the Sentinel threat-intel lookup.",
+        _workspace_guid,
+        "log_analytics_workspace_id",
+    ),
+    SettingSpec(
+        "LOG_ANALYTICS_ENDPOINT",
+        "https://api.loganalytics.io",
+        "Log Analytics query API endpoint (another cloud's, e.g. "
+        "`https://api.loganalytics.azure.cn`); tokens are requested for this audience.",
+        _https_url,
+        "log_analytics_endpoint",
+    ),
+    SettingSpec(
+        "BEACON_QUERY_MAX_ROWS_PER_SLICE",
+        "400000",
+        "Query mode: a day is pulled in time slices of at most this many rows (counted first; the "
+        "service truncates at 500,000 rows or ~100 MiB, and a truncated slice is halved).",
+        _int_between(1, 500_000),
+        "query_max_rows_per_slice",
+    ),
+    SettingSpec(
         "BEACON_LAKE_URL",
         "./.data/lake",
-        "Root of the data lake where every stage writes its parquet, quarantine and CSV output.",
+        "Root of the data lake where every stage writes its parquet, quarantine and CSV output. "
+        "A local path, or `abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH` when Spark runs "
+        "on Synapse or a cluster with hadoop-azure (local Spark cannot write it).",
         _url,
         "lake_url",
     ),
@@ -233,9 +326,10 @@ SPECS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "BEACON_SPARK",
         "local",
-        "Where Spark jobs run: `local` (a Spark session in the Dagster process) or `cluster` "
-        "(the session connects to `BEACON_SPARK_MASTER`).",
-        _choice("local", "cluster"),
+        "Where Spark jobs run: `local` (a Spark session in the Dagster process), `cluster` "
+        "(the session connects to `BEACON_SPARK_MASTER`) or `synapse` (each job is a Livy batch "
+        "on `SYNAPSE_SPARK_POOL`, reporting back through Dagster Pipes).",
+        _choice("local", "cluster", "synapse"),
         "spark_mode",
     ),
     SettingSpec(
@@ -253,6 +347,58 @@ SPECS: tuple[SettingSpec, ...] = (
         "Driver memory of the local Spark session.",
         _memory,
         "spark_driver_memory",
+    ),
+    SettingSpec(
+        "SYNAPSE_WORKSPACE",
+        "",
+        "Synapse workspace name (`BEACON_SPARK=synapse`; required then).",
+        _synapse_workspace,
+        "synapse_workspace",
+    ),
+    SettingSpec(
+        "SYNAPSE_SPARK_POOL",
+        "",
+        "Synapse Spark pool the jobs run on (`BEACON_SPARK=synapse`; required then).",
+        _synapse_pool,
+        "synapse_spark_pool",
+    ),
+    SettingSpec(
+        "SYNAPSE_ENDPOINT",
+        "",
+        "Synapse development endpoint; empty means `https://{SYNAPSE_WORKSPACE}.dev.azuresynapse.net`.",
+        _https_url,
+        "synapse_endpoint",
+    ),
+    SettingSpec(
+        "SYNAPSE_LIVY_API_VERSION",
+        "2020-12-01",
+        "Livy API version in the batches path (`2020-12-01` or `2019-11-01-preview`).",
+        _choice("2020-12-01", "2019-11-01-preview"),
+        "synapse_livy_api_version",
+    ),
+    SettingSpec(
+        "BEACON_SYNAPSE_EXECUTOR_SIZE",
+        "small",
+        "Node size of the batch's driver and executors: `small` (4 cores, 28g), `medium` "
+        "(8, 56g) or `large` (16, 112g); the pool must offer it.",
+        _choice("small", "medium", "large"),
+        "synapse_executor_size",
+    ),
+    SettingSpec(
+        "BEACON_SYNAPSE_EXECUTORS",
+        "2",
+        "Executors per batch (1–200).",
+        _int_between(1, 200),
+        "synapse_executors",
+    ),
+    SettingSpec(
+        "BEACON_SYNAPSE_STAGING_URL",
+        "",
+        "`abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH` the pool reads the code from "
+        "(`PATH/_code/{hash}/`, uploaded once per version) and where Dagster Pipes exchanges "
+        "context and messages (the container); empty means `BEACON_LAKE_URL`.",
+        _optional_url,
+        "synapse_staging_url",
     ),
     SettingSpec(
         "BEACON_MIN_CONNECTIONS",
@@ -308,6 +454,9 @@ class Settings:
     source: str = "sample"
     export_url: str = "./.data/export"
     workspace_resource_id: str | None = None
+    log_analytics_workspace_id: str | None = None
+    log_analytics_endpoint: str = "https://api.loganalytics.io"
+    query_max_rows_per_slice: int = 400_000
     lake_url: str = "./.data/lake"
     lookback_days: int = 21
     start_date: dt.date = dt.date(2026, 1, 1)
@@ -316,6 +465,13 @@ class Settings:
     spark_mode: str = "local"
     spark_master: str = "local[*,4]"
     spark_driver_memory: str = "4g"
+    synapse_workspace: str | None = None
+    synapse_spark_pool: str | None = None
+    synapse_endpoint: str | None = None
+    synapse_livy_api_version: str = "2020-12-01"
+    synapse_executor_size: str = "small"
+    synapse_executors: int = 2
+    synapse_staging_url: str | None = None
     min_connections: int = 12
     score_threshold: float = 0.7
     profile: str = "default"
@@ -335,14 +491,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values[spec.attr] = spec.parse(raw)
         except ValueError as error:
             problems.append(f"{spec.env}={raw!r}: {error}")
-    if values.get("source") == "query":
+    if values.get("source") == "query" and values.get("log_analytics_workspace_id", "") is None:
         problems.append(
-            "BEACON_SOURCE=query: pulling from the Log Analytics query API is not built yet; "
-            "use `export` (a data-export container) or `sample`"
+            "BEACON_SOURCE=query needs LOG_ANALYTICS_WORKSPACE_ID (the Workspace ID GUID on "
+            "the Log Analytics workspace's Overview page)"
         )
     start = values.get("start_date")
     if isinstance(start, dt.date) and start > dt.datetime.now(dt.UTC).date():
         problems.append(f"BEACON_START_DATE={start}: is in the future")
+    problems.extend(_synapse_problems(values))
+    lake_url = values.get("lake_url")
+    if values.get("spark_mode") == "local" and isinstance(lake_url, str) and is_remote(lake_url):
+        # Spark writes the lake, and a local session has no hadoop-azure (the remote export is
+        # staged to local disk instead, pipeline/storage.py; the lake cannot be).
+        problems.append(
+            f"BEACON_LAKE_URL={lake_url!r}: local Spark cannot write Azure storage; use a local "
+            "lake path, or run Spark where abfss:// works (BEACON_SPARK=synapse, or cluster with "
+            "hadoop-azure: README, Deploy on Azure)"
+        )
     if problems:
         raise SettingsError("Invalid settings:\n  " + "\n  ".join(problems))
     return Settings(**values)

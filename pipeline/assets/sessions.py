@@ -5,7 +5,7 @@ from collections import Counter
 
 import dagster as dg
 
-from pipeline import export_layout
+from pipeline import export_layout, storage
 from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
 from pipeline.checks import export_schema_drift
 from pipeline.partitions import days_in_run
@@ -91,13 +91,22 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
             f"{len(days)} day(s) ({len(late)} from the next day's first hours, for late records)"
         )
         started = time.monotonic()
-        report = spark.run(
-            network_sessions.run,
-            lake_url=settings.lake_url,
-            days=days,
-            blob_urls=urls,
-            device_vendors=settings.device_vendors,
-        )
+        # Local Spark has no hadoop-azure: a remote export day is copied to a temporary local
+        # folder (deleted after the read). Synapse and clusters read abfss:// themselves.
+        stage = settings.spark_mode == "local" and storage.is_remote(settings.export_url)
+        with storage.local_copies(urls if stage else []) as staged:
+            if stage:
+                context.log.info(
+                    f"stage network_sessions: copied {len(staged)} export blobs to a local "
+                    f"folder for local Spark in {time.monotonic() - started:.0f} s"
+                )
+            report = spark.run(
+                network_sessions.run,
+                lake_url=settings.lake_url,
+                days=days,
+                blob_urls=staged if stage else urls,
+                device_vendors=settings.device_vendors,
+            )
         record_fingerprints(settings.lake_url, fingerprints)
         context.log.info(
             f"stage network_sessions: wrote {sum(r['rows'] for r in report.values())} rows, "

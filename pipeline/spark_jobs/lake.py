@@ -17,6 +17,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from pyspark.sql import DataFrame, SparkSession
 
+from pipeline import storage
+
 
 def table_url(lake_url: str, table: str) -> str:
     return f"{lake_url.rstrip('/')}/{table}"
@@ -27,8 +29,8 @@ def day_url(lake_url: str, table: str, day: dt.date) -> str:
 
 
 def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, path = fsspec.core.url_to_fs(url)
-    return fs, path
+    """The filesystem of a lake URL with its credentials (local, abfss:// or az://)."""
+    return storage.filesystem(url)
 
 
 def spark_url(url: str) -> str:

@@ -58,7 +58,8 @@ def test_every_settings_field_has_exactly_one_spec():
     assert sorted(attrs) == sorted(f.name for f in dataclasses.fields(Settings))
     envs = [spec.env for spec in SPECS]
     assert len(set(envs)) == len(envs)
-    assert all(env.startswith("BEACON_") for env in envs)
+    # Our own knobs are BEACON_*; an Azure service's coordinates are named after the service.
+    assert all(env.startswith(("BEACON_", "LOG_ANALYTICS_", "SYNAPSE_")) for env in envs)
 
 
 def test_load_settings_reads_os_environ_by_default(monkeypatch):
@@ -103,10 +104,33 @@ def test_bad_source_is_rejected():
     assert "must be one of sample, export, query" in message
 
 
-def test_query_source_is_refused_for_now():
+def test_query_source_needs_a_workspace_id():
     message = error_of({"BEACON_SOURCE": "query"})
-    assert "BEACON_SOURCE=query" in message
-    assert "not built yet" in message
+    assert "BEACON_SOURCE=query needs LOG_ANALYTICS_WORKSPACE_ID" in message
+    settings = load_settings(
+        {
+            "BEACON_SOURCE": "query",
+            "LOG_ANALYTICS_WORKSPACE_ID": "0A1B2C3D-0000-1111-2222-333344445555",
+        }
+    )
+    assert settings.source == "query"
+    assert settings.log_analytics_workspace_id == "0a1b2c3d-0000-1111-2222-333344445555"
+    assert settings.log_analytics_endpoint == "https://api.loganalytics.io"
+    assert settings.query_max_rows_per_slice == 400_000
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"LOG_ANALYTICS_WORKSPACE_ID": "sentinel-ws"}, "must be the workspace's Workspace ID"),
+        ({"LOG_ANALYTICS_ENDPOINT": "http://api.loganalytics.io"}, "must be an https://"),
+        ({"BEACON_QUERY_MAX_ROWS_PER_SLICE": "500001"}, "must be between 1 and 500000"),
+    ],
+)
+def test_bad_query_settings_are_rejected(env, reason):
+    message = error_of(env)
+    assert next(iter(env)) in message
+    assert reason in message
 
 
 @pytest.mark.parametrize(
@@ -188,7 +212,9 @@ def test_bad_urls_are_rejected(variable, value, reason):
 def test_good_urls_are_accepted_without_trailing_slash(value, stored):
     expected = stored or value.rstrip("/")
     assert load_settings({"BEACON_EXPORT_URL": value}).export_url == expected
-    assert load_settings({"BEACON_LAKE_URL": value}).lake_url == expected
+    # A remote lake needs Spark that can write it (local Spark is refused: test_adls.py).
+    lake_env = {"BEACON_LAKE_URL": value, "BEACON_SPARK": "cluster"}
+    assert load_settings(lake_env).lake_url == expected
 
 
 def test_file_url_of_the_root_keeps_its_root():
@@ -280,9 +306,9 @@ def test_all_problems_are_reported_at_once():
         assert sum(line.strip().startswith(variable) for line in problems) == 1, variable
 
 
-def test_query_refusal_is_reported_with_other_problems():
+def test_query_without_workspace_is_reported_with_other_problems():
     message = error_of({"BEACON_SOURCE": "query", "BEACON_LOOKBACK_DAYS": "91"})
-    assert "BEACON_SOURCE=query" in message
+    assert "BEACON_SOURCE=query needs LOG_ANALYTICS_WORKSPACE_ID" in message
     assert "BEACON_LOOKBACK_DAYS='91'" in message
 
 
