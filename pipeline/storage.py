@@ -252,6 +252,19 @@ def local_copies(urls: Sequence[str], prefix: str = "beacon-staging-") -> Iterat
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def staging_prefixes(urls: Sequence[str], copies: Sequence[str]) -> dict[str, str]:
+    """Local folder prefix → remote URL prefix of each copy made by `local_copies`, so readers
+    can name the remote blob a record came from."""
+    prefixes: dict[str, str] = {}
+    for url, copy in zip(urls, copies, strict=True):
+        if copy == url:
+            continue
+        blob_path = parse(url).path.lstrip("/")
+        if copy.endswith(blob_path) and url.endswith(blob_path):
+            prefixes[copy[: len(copy) - len(blob_path)]] = url[: len(url) - len(blob_path)]
+    return prefixes
+
+
 def _stage_path(folder: str, url: str) -> str:
     location = parse(url)
     account = location.account or "account"

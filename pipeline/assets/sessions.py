@@ -106,6 +106,7 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                 days=days,
                 blob_urls=staged if stage else urls,
                 device_vendors=settings.device_vendors,
+                source_prefixes=storage.staging_prefixes(urls, staged) if stage else None,
             )
         record_fingerprints(settings.lake_url, fingerprints)
         context.log.info(

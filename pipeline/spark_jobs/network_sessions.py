@@ -101,10 +101,13 @@ def _classify(
 ) -> DataFrame:
     """One row per input line with `status` (kept, quarantined, other_day, blank,
     vendor_filtered), `reason` for quarantined lines, the target `date` and the line's JSON
-    `columns` (for the schema-drift count)."""
+    `unknown_columns` (for the schema-drift count)."""
     # The line is exactly one JSON value when `[line,"nonce"]` is a two-element array ending in
     # the nonce: text after the object (`{…} junk`, `{…}{…}`, `{…}]…`) cannot produce that.
+    # Parsing the line a second time is only needed when a `}` comes before its end: a flat
+    # record (the export's normal line) closes its one object with its first `}`.
     wrapped = F.concat(F.lit("["), F.col("value"), F.lit(f',"{nonce}"]'))
+    flat_object = F.locate("}", F.col("value")) == F.length(F.rtrim(F.col("value")))
     parsed = raw.select(
         "value",
         "source_file",
@@ -113,7 +116,9 @@ def _classify(
             EXPORT_RECORD,
             {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN},
         ).alias("r"),
-        F.coalesce(F.get_json_object(wrapped, "$[1]") == nonce, F.lit(False)).alias("_single"),
+        F.when(flat_object, F.lit(True))
+        .otherwise(F.coalesce(F.get_json_object(wrapped, "$[1]") == nonce, F.lit(False)))
+        .alias("_single"),
         F.json_object_keys("value").alias("_keys"),
     ).select("value", "source_file", "_single", "_keys", "r.*")
 
@@ -196,7 +201,8 @@ def _classify(
             ),
         )
         .select(
-            "value",
+            # The raw line is kept only where it is needed (quarantine): the frame is cached.
+            F.when(F.col("status") == "quarantined", F.col("value")).alias("value"),
             "source_file",
             "status",
             "reason",
@@ -204,7 +210,10 @@ def _classify(
             F.coalesce(F.col("folder_day") != F.to_date("target"), F.lit(False)).alias(
                 "late_arrival"
             ),
-            F.array_distinct("_keys").alias("columns"),
+            # Only the names that are not CommonSecurityLog's (usually none) travel on.
+            F.array_except(
+                F.array_distinct("_keys"), F.array(*[F.lit(c) for c in sorted(KNOWN_COLUMNS)])
+            ).alias("unknown_columns"),
             F.col("ts").alias("TimeGenerated"),
             source_ip.alias("SourceIP"),
             source_port.cast("int").alias("SourcePort"),
@@ -244,18 +253,25 @@ def run(
     days: list[dt.date],
     blob_urls: list[str],
     device_vendors: tuple[str, ...] = (),
+    source_prefixes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Type and deduplicate the export records of `days`; write sessions and quarantine.
 
-    `blob_urls` are the days' blobs plus the next day's first 12 hours. Returns, per day, the
-    counts an operator needs to trust the day (lines, kept, duplicates, quarantined by reason,
-    unknown columns).
+    `blob_urls` are the days' blobs plus the next day's first 12 hours. When they are local
+    copies of remote blobs, `source_prefixes` maps each copy's folder to the remote one, so
+    quarantine names the blob an operator can open, not a deleted temporary file. Returns, per
+    day, the counts an operator needs to trust the day (lines, kept, duplicates, quarantined by
+    reason, unknown columns).
     """
     if not blob_urls:
         raw = spark.createDataFrame([], "value string, source_file string")
     else:
+        source_file = F.col("_metadata.file_path")
+        for local, remote in (source_prefixes or {}).items():
+            pattern = r"^(file:(//)?)?\Q" + local + r"\E"
+            source_file = F.regexp_replace(source_file, pattern, remote.replace("$", r"\$"))
         raw = spark.read.text([lake.spark_url(u) for u in blob_urls]).select(
-            "value", F.col("_metadata.file_path").alias("source_file")
+            "value", source_file.alias("source_file")
         )
     classified = _classify(raw, days, device_vendors, uuid.uuid4().hex).cache()
     try:
@@ -297,10 +313,11 @@ def _unknown_columns(classified: DataFrame) -> list[Any]:
     per_day = Window.partitionBy("date")
     return (
         classified.filter(F.col("status").isin("kept", "vendor_filtered", "quarantined"))
-        .select("date", F.explode("columns").alias("column"))
+        .filter(F.size("unknown_columns") > 0)
+        .select("date", F.explode("unknown_columns").alias("column"))
+        .filter(~F.col("column").startswith("_"))
         .groupBy("date", "column")
         .count()
-        .filter(~F.col("column").isin(sorted(KNOWN_COLUMNS)) & ~F.col("column").startswith("_"))
         .withColumn("names", F.count("*").over(per_day))
         .withColumn("rank", F.row_number().over(per_day.orderBy(F.desc("count"), "column")))
         .filter(F.col("rank") <= MAX_UNKNOWN_COLUMNS)
