@@ -8,6 +8,7 @@ import dagster as dg
 from pipeline.assets import candidates, enriched, export, pair_stats, sessions, watchlist
 from pipeline.partitions import daily_partitions
 from pipeline.resources.spark import SparkJobRunner, spark_config
+from pipeline.resources.synapse import SynapseJobRunner, synapse_runner
 from pipeline.sensors import build_failure_sensor, build_late_export_sensor
 from pipeline.settings import Settings, load_settings
 
@@ -26,6 +27,13 @@ FRESHNESS_CHECKED = ("beaconing_candidates", "sentinel_watchlist")
 
 # Single-run backfills (BackfillPolicy) are marked beta; we rely on them knowingly.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+
+def spark_runner(settings: Settings) -> SparkJobRunner | SynapseJobRunner:
+    """Where Spark jobs run: a session in this process (local, cluster) or Synapse batches."""
+    if settings.spark_mode == "synapse":
+        return synapse_runner(settings)
+    return SparkJobRunner(spark_config=spark_config(settings))
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -75,7 +83,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_failure_sensor(settings),
             freshness_sensor,
         ],
-        resources={"spark": SparkJobRunner(spark_config=spark_config(settings))},
+        resources={"spark": spark_runner(settings)},
         # One Spark session for the whole run: a process per step would start a JVM per step.
         executor=dg.in_process_executor,
     )
