@@ -63,6 +63,9 @@ class SampleNetwork:
     hosts: int = 40
     seed: int = 20_261_128
     bursts_per_working_hour: float = 5.0
+    # Share of the weekday browsing rate at weekends (offices are quiet; `make bench` sets 1.0
+    # so every day has the same volume).
+    weekend_browsing: float = 0.15
     workspace_resource_id: str = DEFAULT_WORKSPACE
     malformed_lines_per_day: int = 3
 
@@ -137,7 +140,7 @@ def _day_events(network: SampleNetwork, day: dt.date) -> dict[str, np.ndarray]:
 
     for host in range(network.hosts):
         # Browsing in bursts during working hours (UTC 07-18), lighter at weekends.
-        rate = network.bursts_per_working_hour * (0.15 if weekend else 1.0)
+        rate = network.bursts_per_working_hour * (network.weekend_browsing if weekend else 1.0)
         n_bursts = rng.poisson(rate * 11)
         burst_starts = start + rng.uniform(7 * 3600, 18 * 3600, n_bursts)
         for burst_start in burst_starts:

@@ -203,7 +203,7 @@ def _classify(
         .select(
             # The raw line is kept only where it is needed (quarantine): the frame is cached.
             F.when(F.col("status") == "quarantined", F.col("value")).alias("value"),
-            "source_file",
+            F.when(F.col("status") == "quarantined", F.col("source_file")).alias("source_file"),
             "status",
             "reason",
             "date",
@@ -211,8 +211,8 @@ def _classify(
                 "late_arrival"
             ),
             # Only the names that are not CommonSecurityLog's (usually none) travel on.
-            F.array_except(
-                F.array_distinct("_keys"), F.array(*[F.lit(c) for c in sorted(KNOWN_COLUMNS)])
+            F.filter(
+                F.array_distinct("_keys"), lambda name: ~name.isin(sorted(KNOWN_COLUMNS))
             ).alias("unknown_columns"),
             F.col("ts").alias("TimeGenerated"),
             source_ip.alias("SourceIP"),

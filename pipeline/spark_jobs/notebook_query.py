@@ -37,6 +37,11 @@ def run(
 ) -> DataFrame:
     """The notebook's result rows (one per reported pair) over the sessions of `days`."""
     sessions = lake.read_days(spark, lake_url, SESSIONS_TABLE, days, NETWORK_SESSIONS)
+    return query(sessions, fixed=fixed, device_vendor=device_vendor)
+
+
+def query(sessions: DataFrame, *, fixed: bool, device_vendor: str | None = "Fortinet") -> DataFrame:
+    """The notebook's query over any frame with its nine columns (typed sessions or raw JSON)."""
     df = sessions.select(
         "TimeGenerated",
         "SourceIP",

@@ -1,0 +1,89 @@
+"""Run a whole process and measure it: wall time, peak memory of its process tree, its JSON answer.
+
+Each measured step is its own process (`python -m pipeline_tests.bench.<step>`), so JVM start,
+imports and Dagster's definition loading are paid as a user pays them. The step prints one JSON
+line prefixed with `BENCH ` holding its inner timings (e.g. with the JVM start taken out).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+PREFIX = "BENCH "
+
+
+@dataclass
+class Measured:
+    name: str
+    wall_seconds: float
+    peak_rss_mb: float  # the whole tree: Python driver + JVM + Python workers
+    peak_jvm_rss_mb: float
+    inner: dict[str, Any] = field(default_factory=dict)
+
+
+def _sample_tree(root: psutil.Process, peaks: dict[str, float], stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        total = jvm = 0.0
+        for process in processes:
+            try:
+                rss = process.memory_info().rss / 1e6
+                name = process.name()
+            except psutil.Error:
+                continue
+            total += rss
+            if name == "java":
+                jvm += rss
+        peaks["total"] = max(peaks["total"], total)
+        peaks["jvm"] = max(peaks["jvm"], jvm)
+        stop.wait(0.2)
+
+
+def run_step(name: str, module: str, args: list[str], env: dict[str, str], log: Path) -> Measured:
+    """Run `python -m module args` to completion; raise with its log tail if it fails."""
+    started = time.monotonic()
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=output,
+            text=True,
+        )
+        peaks = {"total": 0.0, "jvm": 0.0}
+        stop = threading.Event()
+        sampler = threading.Thread(
+            target=_sample_tree, args=(psutil.Process(process.pid), peaks, stop), daemon=True
+        )
+        sampler.start()
+        stdout, _ = process.communicate()
+        stop.set()
+        sampler.join()
+    wall = time.monotonic() - started
+    output_lines = stdout.splitlines()
+    log.open("a").write("\n".join(output_lines) + "\n")
+    if process.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-30:])
+        raise RuntimeError(f"bench step {name} failed ({process.returncode}); log {log}:\n{tail}")
+    inner: dict[str, Any] = {}
+    for line in output_lines:
+        if line.startswith(PREFIX):
+            inner = json.loads(line[len(PREFIX) :])
+    return Measured(name, wall, peaks["total"], peaks["jvm"], inner)
+
+
+def report(values: dict[str, Any]) -> None:
+    """What a step prints for `run_step` to pick up."""
+    print(PREFIX + json.dumps(values, default=str), flush=True)
