@@ -126,6 +126,23 @@ def blobs_for_days(
     return per_day, late
 
 
+def chunks(days: list[dt.date], size: int) -> list[list[dt.date]]:
+    """Consecutive runs of at most `size` days, in order."""
+    return [days[i : i + size] for i in range(0, len(days), size)]
+
+
+def urls_for_chunk(
+    chunk: list[dt.date], per_day: dict[dt.date, list[ExportBlob]], late: list[ExportBlob]
+) -> list[str]:
+    """The blobs one pass over `chunk` reads: its days' blobs, and the first hours of the day
+    after it (late records), taken from the listing already made for the whole run."""
+    after = max(chunk) + dt.timedelta(days=1)
+    following = (
+        [b for b in per_day[after] if b.hour < LATE_ARRIVAL_HOURS] if after in per_day else late
+    )
+    return [b.url for d in chunk for b in per_day[d]] + [b.url for b in following]
+
+
 def describe_expected(export_url: str, day: dt.date, workspace_resource_id: str | None) -> str:
     workspace = workspace_path(workspace_resource_id) if workspace_resource_id else WORKSPACE_GLOB
     folder = f"{export_url.rstrip('/')}/{day_folder(workspace, day)}"

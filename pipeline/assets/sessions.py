@@ -1,7 +1,9 @@
 """network_sessions: the day's firewall records, typed and deduplicated, bad ones quarantined."""
 
+import datetime as dt
 import time
 from collections import Counter
+from typing import Any
 
 import dagster as dg
 
@@ -19,6 +21,9 @@ GROUP = "ingest"
 QUARANTINE_CHECK = "quarantine_ratio_within_limit"
 ROWS_CHECK = "has_rows"
 SCHEMA_CHECK = "export_schema_unchanged"
+# A range run reads this many days per Spark pass (one JVM for the whole run): peak memory
+# then stays that of a few days, however long the backfill.
+DAYS_PER_PASS = 3
 
 
 def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -91,23 +96,16 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
             f"{len(days)} day(s) ({len(late)} from the next day's first hours, for late records)"
         )
         started = time.monotonic()
-        # Local Spark has no hadoop-azure: a remote export day is copied to a temporary local
-        # folder (deleted after the read). Synapse and clusters read abfss:// themselves.
-        stage = settings.spark_mode == "local" and storage.is_remote(settings.export_url)
-        with storage.local_copies(urls if stage else []) as staged:
-            if stage:
+        report: dict = {}
+        passes = export_layout.chunks(days, DAYS_PER_PASS)
+        for chunk in passes:
+            chunk_urls = export_layout.urls_for_chunk(chunk, per_day, late)
+            report.update(_read_chunk(settings, spark, chunk, chunk_urls, context.log))
+            if len(passes) > 1:
                 context.log.info(
-                    f"stage network_sessions: copied {len(staged)} export blobs to a local "
-                    f"folder for local Spark in {time.monotonic() - started:.0f} s"
+                    f"stage network_sessions: {len(report)}/{len(days)} days done "
+                    f"({time.monotonic() - started:.0f} s)"
                 )
-            report = spark.run(
-                network_sessions.run,
-                lake_url=settings.lake_url,
-                days=days,
-                blob_urls=staged if stage else urls,
-                device_vendors=settings.device_vendors,
-                source_prefixes=storage.staging_prefixes(urls, staged) if stage else None,
-            )
         record_fingerprints(settings.lake_url, fingerprints)
         context.log.info(
             f"stage network_sessions: wrote {sum(r['rows'] for r in report.values())} rows, "
@@ -117,6 +115,34 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         return _result(settings, report, late_blobs=len(late), drift=drift)
 
     return network_sessions_asset
+
+
+def _read_chunk(
+    settings: Settings,
+    spark: SparkJobRunner,
+    days: list[dt.date],
+    urls: list[str],
+    log: Any,
+) -> dict:
+    """One Spark pass over a few days' blobs (plus the next day's first hours)."""
+    # Local Spark has no hadoop-azure: a remote export day is copied to a temporary local
+    # folder (deleted after the read). Synapse and clusters read abfss:// themselves.
+    stage = settings.spark_mode == "local" and storage.is_remote(settings.export_url)
+    started = time.monotonic()
+    with storage.local_copies(urls if stage else []) as staged:
+        if stage:
+            log.info(
+                f"stage network_sessions: copied {len(staged)} export blobs to a local "
+                f"folder for local Spark in {time.monotonic() - started:.0f} s"
+            )
+        return spark.run(
+            network_sessions.run,
+            lake_url=settings.lake_url,
+            days=days,
+            blob_urls=staged if stage else urls,
+            device_vendors=settings.device_vendors,
+            source_prefixes=storage.staging_prefixes(urls, staged) if stage else None,
+        )
 
 
 def _result(settings: Settings, report: dict, late_blobs: int, drift: dict) -> dg.MaterializeResult:

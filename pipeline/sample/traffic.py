@@ -66,6 +66,9 @@ class SampleNetwork:
     # Share of the weekday browsing rate at weekends (offices are quiet; `make bench` sets 1.0
     # so every day has the same volume).
     weekend_browsing: float = 0.15
+    # Records as wide as a Fortigate's (severity, interfaces, AdditionalExtensions: ~600 bytes
+    # instead of ~400); `make bench` uses them so JSON volume matches real exports.
+    full_records: bool = False
     workspace_resource_id: str = DEFAULT_WORKSPACE
     malformed_lines_per_day: int = 3
 
@@ -221,7 +224,15 @@ def with_export_noise(rng: np.random.Generator, events: dict[str, np.ndarray]) -
     return events
 
 
-def _format_lines(events: dict[str, np.ndarray]) -> list[str]:
+FORTIGATE_DETAIL = (
+    '"DeviceEventClassID":"0000000013","LogSeverity":"3","DeviceVersion":"v7.2.5",'
+    '"DeviceInboundInterface":"port1","DeviceOutboundInterface":"port2",'
+    '"AdditionalExtensions":"cat=traffic:forward;FortinetFortiGatepolicyid=3",'
+)
+
+
+def _format_lines(events: dict[str, np.ndarray], full_records: bool = False) -> list[str]:
+    detail = FORTIGATE_DETAIL if full_records else ""
     stamps = np.datetime_as_string((events["time"] * 1e6).astype("datetime64[us]"), unit="us")
     tenant = "11111111-2222-3333-4444-555555555555"
     lines = []
@@ -243,7 +254,8 @@ def _format_lines(events: dict[str, np.ndarray]) -> list[str]:
             f'"DeviceProduct":"{product}","DeviceAction":"accept","Activity":"traffic",'
             f'"SourceIP":"{src}","SourcePort":{sport},'
             f'"DestinationIP":"{dest}","DestinationPort":{port},"Protocol":"{proto}",'
-            f'"SentBytes":{s},"ReceivedBytes":{r},"Computer":"fw01","Type":"CommonSecurityLog"}}'
+            f'"SentBytes":{s},"ReceivedBytes":{r},{detail}"Computer":"fw01",'
+            '"Type":"CommonSecurityLog"}'
         )
     return lines
 
@@ -273,7 +285,7 @@ def write_export_day(
     events = {k: v[today] for k, v in events.items()}
     order = np.argsort(events["arrival"], kind="stable")
     events = {k: v[order] for k, v in events.items()}
-    lines = _format_lines(events)
+    lines = _format_lines(events, getattr(network, "full_records", False))
     folder_of = ((events["arrival"] - start) // folder_seconds).astype(int)
 
     rng = np.random.default_rng([network.seed, day.toordinal(), 99])

@@ -46,6 +46,8 @@ NEW_DESTINATION_DAYS = 7
 NOTEBOOK_MIN_PERCENT_BEACON = 75.0
 NOTEBOOK_MIN_CONNECTIONS = 100
 NOTEBOOK_MAX_DEGREE = 25
+# Target days scored per Spark pass in a range run (each holds its whole window).
+TARGET_DAYS_PER_PASS = 5
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,21 @@ def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
 def run(
     spark: SparkSession, *, lake_url: str, days: list[dt.date], params: DetectionParams
 ) -> dict[str, Any]:
-    """Score the windows of `days`; returns per day the window coverage and candidate counts."""
+    """Score the windows of `days`; returns per day the window coverage and candidate counts.
+
+    A long range is scored a few target days per pass, so the fanned-out windows in memory stay
+    those of a few days however long the backfill.
+    """
+    report: dict[str, dict[str, Any]] = {}
+    for first in range(0, len(days), TARGET_DAYS_PER_PASS):
+        chunk = days[first : first + TARGET_DAYS_PER_PASS]
+        report.update(_score_days(spark, lake_url, chunk, params))
+    return report
+
+
+def _score_days(
+    spark: SparkSession, lake_url: str, days: list[dt.date], params: DetectionParams
+) -> dict[str, Any]:
     windows = {day: window_of(day, params) for day in days}
     needed = sorted({d for window in windows.values() for d in window})
     present = set(lake.days_present(lake_url, STATS_TABLE, needed))

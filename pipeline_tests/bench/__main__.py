@@ -69,6 +69,7 @@ def main() -> None:
         bursts_per_working_hour=BURSTS_PER_WORKING_HOUR,
         weekend_browsing=1.0,
         malformed_lines_per_day=3,
+        full_records=True,
     )
     days = [FIRST_DAY + dt.timedelta(days=i) for i in range(args.days)]
     last = days[-1]

@@ -14,12 +14,15 @@ import pytest
 from pipeline.export_layout import (
     LATE_ARRIVAL_HOURS,
     WORKSPACE_GLOB,
+    ExportBlob,
     blobs_for_days,
+    chunks,
     day_folder,
     describe_expected,
     hour_folder,
     layout_of,
     list_day_blobs,
+    urls_for_chunk,
     workspace_path,
 )
 from pipeline.sample.traffic import (
@@ -429,3 +432,27 @@ def test_no_malformed_lines_when_none_are_asked_for(tmp_path):
     lines = [line for p in tmp_path.rglob("*.json") for line in p.read_text().splitlines()]
     assert len(lines) == written["records"]
     assert all(STAMP.match(json.loads(line)["TimeGenerated"]) for line in lines)
+
+
+def _blob(day: dt.date, hour: int) -> ExportBlob:
+    return ExportBlob(url=f"{day.isoformat()}/h={hour:02d}", size=1, day=day, hour=hour)
+
+
+def test_a_range_is_read_in_passes_that_each_see_the_next_days_first_hours():
+    days = [dt.date(2026, 3, 1) + dt.timedelta(days=i) for i in range(5)]
+    per_day = {d: [_blob(d, 0), _blob(d, 11), _blob(d, 12), _blob(d, 23)] for d in days}
+    after = dt.date(2026, 3, 6)
+    late = [_blob(after, 0), _blob(after, 11)]
+
+    passes = chunks(days, 3)
+    assert passes == [days[:3], days[3:]]
+    first = urls_for_chunk(passes[0], per_day, late)
+    # Its own days whole, then the following day's hours 0-11 (late records), taken from the
+    # run's listing; never the following day's afternoon.
+    assert first == [b.url for d in days[:3] for b in per_day[d]] + [
+        "2026-03-04/h=00",
+        "2026-03-04/h=11",
+    ]
+    assert urls_for_chunk(passes[1], per_day, late) == [
+        b.url for d in days[3:] for b in per_day[d]
+    ] + [b.url for b in late]
