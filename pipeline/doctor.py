@@ -1,7 +1,8 @@
 """`python -m pipeline doctor`: check a deployment before its first run, one line per check.
 
 Answers "will tonight's run work?" in seconds: settings valid, export container reachable and
-holding recent days, lake writable, Spark runnable, Dagster instance storage reachable. Every
+holding recent days, lake writable, Spark runnable, Log Analytics queryable, the Synapse pool
+answering, Dagster instance storage reachable. Every
 failure names what to fix; nothing is written except a probe file in the lake, removed again.
 """
 
@@ -73,6 +74,44 @@ def _spark(settings: Settings) -> str:
     return f"{settings.spark_mode} mode: jobs leave this process (not contacted by doctor)"
 
 
+def _log_analytics(settings: Settings) -> str:
+    """A tiny query with the identity in use: query mode and Sentinel threat intel need it."""
+    if not settings.log_analytics_workspace_id:
+        return "not configured (LOG_ANALYTICS_WORKSPACE_ID empty): query mode and Sentinel TI off"
+    from pipeline.azure.log_analytics import LogAnalytics
+
+    end = dt.datetime.now(dt.UTC)
+    with LogAnalytics(
+        settings.log_analytics_workspace_id, settings.log_analytics_endpoint, retry_total=1
+    ) as workspace:
+        try:
+            table = workspace.query(
+                "CommonSecurityLog | summarize count()", end - dt.timedelta(hours=1), end
+            )
+        except Exception as error:
+            raise RuntimeError(
+                f"{error} (the identity needs the Log Analytics Reader role on the workspace)"
+            ) from error
+    rows = table.rows[0][0] if table.rows else 0
+    return f"workspace {settings.log_analytics_workspace_id}: {rows} CommonSecurityLog rows in 1 h"
+
+
+def _synapse(settings: Settings) -> str:
+    """Token for Synapse and a listing of the pool's batches, as a run does before it submits."""
+    if settings.spark_mode != "synapse":
+        return "not used (BEACON_SPARK is not synapse)"
+    from pipeline.azure.credentials import azure_credential
+    from pipeline.resources.synapse import LivyClient, synapse_runner
+
+    runner = synapse_runner(settings)
+    livy = LivyClient(
+        runner.endpoint, runner.spark_pool, runner.livy_api_version, azure_credential()
+    )
+    livy.check_identity()
+    livy.check_access()
+    return f"Spark pool {runner.spark_pool} at {runner.endpoint} answers"
+
+
 def _instance() -> str:
     import dagster as dg
 
@@ -102,6 +141,8 @@ def diagnose(env: dict[str, str] | None = None) -> list[Finding]:
         ("export", lambda: _export(settings)),
         ("lake", lambda: _lake(settings)),
         ("spark", lambda: _spark(settings)),
+        ("log analytics", lambda: _log_analytics(settings)),
+        ("synapse", lambda: _synapse(settings)),
         ("dagster instance", _instance),
     ]
     for name, check in checks:
