@@ -211,6 +211,65 @@ def _synapse_problems(values: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _subscription_id(value: str) -> str | None:
+    """An Azure subscription id (a GUID), or empty."""
+    value = value.strip().lower()
+    if value and not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", value):
+        raise ValueError("must be the subscription id, a GUID like 0a1b2c3d-0000-1111-2222-…")
+    return value or None
+
+
+def _resource_group(value: str) -> str | None:
+    """Azure's rule: 1-90 letters, digits, `_`, `-`, `.`, `(`, `)`, not ending in `.`."""
+    value = value.strip()
+    if value and not re.fullmatch(r"[-\w.()]{0,89}[-\w()]", value, re.ASCII):
+        raise ValueError("must be 1-90 letters, digits, '_', '-', '.', '(' or ')', not ending '.'")
+    return value or None
+
+
+def _log_analytics_workspace_name(value: str) -> str | None:
+    """Azure's rule: 4-63 letters, digits and `-`, starting and ending alphanumeric."""
+    value = value.strip()
+    if value and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{2,61}[A-Za-z0-9]", value):
+        raise ValueError("must be the workspace name: 4-63 letters, digits and '-'")
+    return value or None
+
+
+def _watchlist_alias(value: str) -> str:
+    """Sentinel's alias is 3-64 characters and a segment of the ARM URL: letters, digits, _ -."""
+    value = value.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{3,64}", value):
+        raise ValueError("must be 3-64 letters, digits, '_' or '-'")
+    return value
+
+
+def _sentinel_problems(values: Mapping[str, Any]) -> list[str]:
+    """The watchlist goes to Sentinel only with all three names; some but not all is a mistake."""
+    names = {
+        "SENTINEL_SUBSCRIPTION_ID": values.get("sentinel_subscription_id"),
+        "SENTINEL_RESOURCE_GROUP": values.get("sentinel_resource_group"),
+        "SENTINEL_WORKSPACE_NAME": values.get("sentinel_workspace_name"),
+    }
+    missing = [env for env, value in names.items() if not value]
+    if missing and len(missing) < len(names):
+        return [
+            f"{', '.join(missing)} must be set too: the Sentinel watchlist needs "
+            "SENTINEL_SUBSCRIPTION_ID, SENTINEL_RESOURCE_GROUP and SENTINEL_WORKSPACE_NAME "
+            "together (or none of them, for the local CSV sink)"
+        ]
+    if missing and values.get("incident_min_risk") is not None:
+        return [
+            "BEACON_INCIDENT_MIN_RISK raises Sentinel incidents: it needs "
+            "SENTINEL_SUBSCRIPTION_ID, SENTINEL_RESOURCE_GROUP and SENTINEL_WORKSPACE_NAME"
+        ]
+    return []
+
+
+def _optional_risk(value: str) -> float | None:
+    """Empty (off) or a risk score between 0 and 1."""
+    return _float_between(0.0, 1.0)(value) if value.strip() else None
+
+
 def _vendors(value: str) -> tuple[str, ...]:
     return tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
 
@@ -230,6 +289,27 @@ def _networks(value: str) -> tuple[str, ...]:
     if not networks:
         raise ValueError("needs at least one CIDR")
     return tuple(networks)
+
+
+def _optional_path(value: str) -> str | None:
+    """A local file path (GeoIP databases are opened from this machine's disk)."""
+    value = value.strip()
+    if value and "://" in value:
+        raise ValueError("must be a local file path (copy the .mmdb next to the pipeline)")
+    return value or None
+
+
+def _on_off(value: str) -> bool:
+    return _choice("off", "on")(value) == "on"
+
+
+def _rdap_url(value: str) -> str:
+    """An RDAP service base URL; `/ip/{address}` is appended to it."""
+    value = value.strip().rstrip("/")
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme != "https" or not parsed.hostname or parsed.query or parsed.fragment:
+        raise ValueError("must be an https:// RDAP base URL, e.g. https://rdap.arin.net/registry")
+    return value
 
 
 SPECS: tuple[SettingSpec, ...] = (
@@ -423,6 +503,68 @@ SPECS: tuple[SettingSpec, ...] = (
         "profile",
     ),
     SettingSpec(
+        "BEACON_GEOIP_CITY_DB",
+        "",
+        "Path of a MaxMind City database (`GeoLite2-City.mmdb`) for the enriched `geo_*` "
+        "columns; empty leaves them empty.",
+        _optional_path,
+        "geoip_city_db",
+    ),
+    SettingSpec(
+        "BEACON_GEOIP_ASN_DB",
+        "",
+        "Path of a MaxMind ASN database (`GeoLite2-ASN.mmdb`) for `asn`, `as_org`, "
+        "`hosting_provider`, `new_asn`; empty leaves them empty.",
+        _optional_path,
+        "geoip_asn_db",
+    ),
+    SettingSpec(
+        "BEACON_RDAP",
+        "off",
+        "`on` looks up destination IPs' registrant, network name and allocation date over RDAP "
+        "(sends public destination IPs to the registry); `off` does not.",
+        _on_off,
+        "rdap",
+    ),
+    SettingSpec(
+        "BEACON_RDAP_URL",
+        "https://rdap.arin.net/registry",
+        "RDAP base URL (`/ip/ADDRESS` is appended). ARIN redirects other registries' networks "
+        "to them, so one URL covers every IP.",
+        _rdap_url,
+        "rdap_url",
+    ),
+    SettingSpec(
+        "BEACON_RDAP_CACHE_DAYS",
+        "30",
+        "RDAP answers are kept in `{lake}/reference/rdap_cache.parquet` this many days.",
+        _int_between(1, 3650),
+        "rdap_cache_days",
+    ),
+    SettingSpec(
+        "BEACON_RDAP_RATE_PER_SECOND",
+        "1",
+        "At most this many RDAP requests per second (registries throttle bulk clients).",
+        _float_between(0.01, 50.0),
+        "rdap_rate_per_second",
+    ),
+    SettingSpec(
+        "BEACON_RDAP_MAX_LOOKUPS",
+        "200",
+        "At most this many new RDAP lookups per run; the rest say `skipped: lookup limit "
+        "reached` and are looked up by later runs.",
+        _int_between(1, 100_000),
+        "rdap_max_lookups",
+    ),
+    SettingSpec(
+        "BEACON_THREAT_INTEL_FILE",
+        "",
+        "Local indicator file (STIX 2.1 bundle `.json`, or `.csv`); empty uses "
+        "`{lake}/reference/indicators.json` or `.csv` when present, else no local threat intel.",
+        _optional_url,
+        "threat_intel_file",
+    ),
+    SettingSpec(
         "BEACON_MAX_QUARANTINE_RATIO",
         "0.05",
         "The quarantine check fails a day (and stops it before the watchlist) when more than "
@@ -445,6 +587,63 @@ SPECS: tuple[SettingSpec, ...] = (
         "only, or `http://127.0.0.1:PORT/…` for a local relay); empty posts nothing.",
         _webhook_url,
         "failure_webhook_url",
+    ),
+    SettingSpec(
+        "SENTINEL_SUBSCRIPTION_ID",
+        "",
+        "Subscription (GUID) of the Microsoft Sentinel workspace the watchlist is published to. "
+        "With `SENTINEL_RESOURCE_GROUP` and `SENTINEL_WORKSPACE_NAME` (all three or none) the "
+        "watchlist goes to Sentinel over ARM; without them it is only written to the lake as CSV.",
+        _subscription_id,
+        "sentinel_subscription_id",
+    ),
+    SettingSpec(
+        "SENTINEL_RESOURCE_GROUP",
+        "",
+        "Resource group of the Sentinel (Log Analytics) workspace.",
+        _resource_group,
+        "sentinel_resource_group",
+    ),
+    SettingSpec(
+        "SENTINEL_WORKSPACE_NAME",
+        "",
+        "Name (not the GUID) of the Log Analytics workspace Sentinel runs on.",
+        _log_analytics_workspace_name,
+        "sentinel_workspace_name",
+    ),
+    SettingSpec(
+        "BEACON_WATCHLIST_ALIAS",
+        "beaconing-candidates",
+        "Alias of the Sentinel watchlist (3–64 letters, digits, `_`, `-`); KQL reads it with "
+        "`_GetWatchlist('beaconing-candidates')`. Created when missing.",
+        _watchlist_alias,
+        "watchlist_alias",
+    ),
+    SettingSpec(
+        "SENTINEL_ARM_ENDPOINT",
+        "https://management.azure.com",
+        "Azure Resource Manager endpoint the watchlist calls go to (https only), e.g. "
+        "`https://management.chinacloudapi.cn`; tokens are requested for a `management.*` "
+        "host's own audience, else for `https://management.azure.com/.default`.",
+        _https_url,
+        "sentinel_arm_endpoint",
+    ),
+    SettingSpec(
+        "BEACON_WATCHLIST_RETENTION_DAYS",
+        "30",
+        "A watchlist item (one per reported pair) is deleted once its pair has not been reported "
+        "for this many days (1–3650).",
+        _int_between(1, 3650),
+        "watchlist_retention_days",
+    ),
+    SettingSpec(
+        "BEACON_INCIDENT_MIN_RISK",
+        "",
+        "Optional: also raise a Sentinel incident (one per pair and day, never duplicated or "
+        "overwritten) for each reported pair whose `risk_score` (0–1) reaches this; empty raises "
+        "none. Needs the `SENTINEL_*` settings.",
+        _optional_risk,
+        "incident_min_risk",
     ),
 )
 
@@ -475,9 +674,33 @@ class Settings:
     min_connections: int = 12
     score_threshold: float = 0.7
     profile: str = "default"
+    geoip_city_db: str | None = None
+    geoip_asn_db: str | None = None
+    rdap: bool = False
+    rdap_url: str = "https://rdap.arin.net/registry"
+    rdap_cache_days: int = 30
+    rdap_rate_per_second: float = 1.0
+    rdap_max_lookups: int = 200
+    threat_intel_file: str | None = None
     max_quarantine_ratio: float = 0.05
     min_window_coverage: float = 0.5
     failure_webhook_url: str | None = None
+    sentinel_subscription_id: str | None = None
+    sentinel_resource_group: str | None = None
+    sentinel_workspace_name: str | None = None
+    watchlist_alias: str = "beaconing-candidates"
+    sentinel_arm_endpoint: str = "https://management.azure.com"
+    watchlist_retention_days: int = 30
+    incident_min_risk: float | None = None
+
+    @property
+    def sentinel_configured(self) -> bool:
+        """True when the watchlist is published to Sentinel (all three names are set)."""
+        return bool(
+            self.sentinel_subscription_id
+            and self.sentinel_resource_group
+            and self.sentinel_workspace_name
+        )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -500,6 +723,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if isinstance(start, dt.date) and start > dt.datetime.now(dt.UTC).date():
         problems.append(f"BEACON_START_DATE={start}: is in the future")
     problems.extend(_synapse_problems(values))
+    problems.extend(_sentinel_problems(values))
     lake_url = values.get("lake_url")
     if values.get("spark_mode") == "local" and isinstance(lake_url, str) and is_remote(lake_url):
         # Spark writes the lake, and a local session has no hadoop-azure (the remote export is

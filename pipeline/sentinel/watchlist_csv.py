@@ -62,8 +62,11 @@ def item_id(key: str) -> str:
     return str(uuid.uuid5(ITEM_NAMESPACE, key))
 
 
-def watchlist_csv(enriched: pd.DataFrame) -> str:
-    """The CSV text for the watchlist (header only when there is nothing to report)."""
+def watchlist_rows(enriched: pd.DataFrame) -> list[dict[str, str]]:
+    """The watchlist's rows as neutralised cell text, keyed by COLUMNS (one row per pair).
+
+    The same cells go into the CSV and into the watchlist items Sentinel stores over ARM.
+    """
     frame = enriched.copy()
     if not frame.empty:
         frame["PairKey"] = frame.apply(pair_key, axis=1)
@@ -73,9 +76,21 @@ def watchlist_csv(enriched: pd.DataFrame) -> str:
         frame["median_interval_s"] = frame["median_interval_s"].round(1)
         for column in ("first_seen", "last_seen"):
             frame[column] = pd.to_datetime(frame[column]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return [
+        dict(zip(COLUMNS, (safe_cell(v) for v in record), strict=True))
+        for record in frame.reindex(columns=COLUMNS).itertuples(index=False)
+    ]
+
+
+def csv_text(rows: list[dict[str, str]], columns: list[str]) -> str:
+    """CSV with CRLF line ends and minimal quoting; cells must already be neutralised."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerow(COLUMNS)
-    for record in frame.reindex(columns=COLUMNS).itertuples(index=False):
-        writer.writerow([safe_cell(v) for v in record])
+    writer.writerow(columns)
+    writer.writerows([row.get(c, "") for c in columns] for row in rows)
     return out.getvalue()
+
+
+def watchlist_csv(enriched: pd.DataFrame) -> str:
+    """The CSV text for the watchlist (header only when there is nothing to report)."""
+    return csv_text(watchlist_rows(enriched), COLUMNS)

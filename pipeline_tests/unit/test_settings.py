@@ -59,7 +59,9 @@ def test_every_settings_field_has_exactly_one_spec():
     envs = [spec.env for spec in SPECS]
     assert len(set(envs)) == len(envs)
     # Our own knobs are BEACON_*; an Azure service's coordinates are named after the service.
-    assert all(env.startswith(("BEACON_", "LOG_ANALYTICS_", "SYNAPSE_")) for env in envs)
+    assert all(
+        env.startswith(("BEACON_", "LOG_ANALYTICS_", "SYNAPSE_", "SENTINEL_")) for env in envs
+    )
 
 
 def test_load_settings_reads_os_environ_by_default(monkeypatch):
