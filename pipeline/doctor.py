@@ -2,7 +2,7 @@
 
 Answers "will tonight's run work?" in seconds: settings valid, export container reachable and
 holding recent days, lake writable, Spark runnable, Log Analytics queryable, the Synapse pool
-answering, Dagster instance storage reachable. Every
+answering, the Sentinel watchlist readable, Dagster instance storage reachable. Every
 failure names what to fix; nothing is written except a probe file in the lake, removed again.
 """
 
@@ -112,6 +112,22 @@ def _synapse(settings: Settings) -> str:
     return f"Spark pool {runner.spark_pool} at {runner.endpoint} answers"
 
 
+def _sentinel(settings: Settings) -> str:
+    """Read the watchlist (never write) with the identity that will publish it."""
+    if not settings.sentinel_configured:
+        return "not configured (SENTINEL_* empty): the watchlist is written as CSV to the lake"
+    from pipeline.sentinel.watchlist_arm import ArmWatchlistClient, WatchlistTarget
+
+    client = ArmWatchlistClient(WatchlistTarget.from_settings(settings), retry_total=1)
+    try:
+        client.check_identity()
+        watchlist = client.get_watchlist()
+    finally:
+        client.close()
+    state = "exists" if watchlist else "does not exist yet (the first run creates it)"
+    return f"{client.target.describe()}: {state}"
+
+
 def _instance() -> str:
     import dagster as dg
 
@@ -143,6 +159,7 @@ def diagnose(env: dict[str, str] | None = None) -> list[Finding]:
         ("spark", lambda: _spark(settings)),
         ("log analytics", lambda: _log_analytics(settings)),
         ("synapse", lambda: _synapse(settings)),
+        ("sentinel", lambda: _sentinel(settings)),
         ("dagster instance", _instance),
     ]
     for name, check in checks:

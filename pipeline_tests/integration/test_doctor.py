@@ -16,9 +16,11 @@ from pipeline_tests.fakes.log_analytics import (
     common_security_log_columns,
     running_log_analytics,
 )
+from pipeline_tests.fakes.sentinel_arm import FakeSentinelArm, running_sentinel_arm
 
 WORKSPACE_ID = "3f2b6c1e-0a47-4b7e-9a51-5d0e1c2b7a10"
 POOL = "doctorpool"
+SUBSCRIPTION = "0a1b2c3d-0000-1111-2222-333344445555"
 
 
 @pytest.fixture(autouse=True)
@@ -92,3 +94,26 @@ def test_synapse_pool_is_reached_and_a_refused_token_names_the_role(
         refused = _findings(env)["synapse"]
         assert not refused.ok
         assert "Synapse" in refused.detail
+
+
+def test_sentinel_watchlist_is_read_and_a_missing_resource_group_is_named(
+    az_cli, test_ca, tmp_path
+):
+    fake = FakeSentinelArm()
+    fake.add_workspace(SUBSCRIPTION, "rg-security", "sentinel-ws")
+    with running_sentinel_arm(test_ca, fake) as url:
+        env = {
+            "BEACON_LAKE_URL": str(tmp_path / "lake"),
+            "SENTINEL_SUBSCRIPTION_ID": SUBSCRIPTION,
+            "SENTINEL_RESOURCE_GROUP": "rg-security",
+            "SENTINEL_WORKSPACE_NAME": "sentinel-ws",
+            "SENTINEL_ARM_ENDPOINT": url,
+        }
+        found = _findings(env)["sentinel"]
+        assert found.ok, found.detail
+        assert "does not exist yet" in found.detail
+        assert fake.watchlists == {}, "the doctor must not create the watchlist"
+
+        wrong = _findings({**env, "SENTINEL_RESOURCE_GROUP": "rg-gone"})["sentinel"]
+        assert not wrong.ok
+        assert "rg-gone" in wrong.detail
