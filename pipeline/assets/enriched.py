@@ -1,10 +1,12 @@
 """enriched_beacons: reported pairs with context and a final risk ranking, ready for analysts."""
 
+import datetime as dt
+
 import dagster as dg
 
 from pipeline.assets.candidates import read_day
 from pipeline.assets.metadata import OWNERS, markdown_table, table_schema
-from pipeline.enrichment.ranking import rank
+from pipeline.enrichment.enrich import ENRICHED_COLUMNS, enrich_days
 from pipeline.partitions import days_in_run
 from pipeline.settings import Settings
 from pipeline.spark_jobs import beaconing_candidates, lake
@@ -12,10 +14,40 @@ from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 
 GROUP = "enrich"
 TABLE = "enriched_beacons"
-ENRICHMENT_SOURCES = {
-    "prevalence": "internal hosts reaching the destination in the window (beaconing_candidates)",
-    "first_seen_age_days": "days since the pair first appeared in the window",
-    "geoip / asn / whois / threat intel": "not configured",
+# pandas dtypes as the SQL-ish type names the other assets' column schemas use.
+_TYPE_NAMES = {
+    "string": "string",
+    "Float64": "double",
+    "float64": "double",
+    "Int64": "bigint",
+    "int64": "bigint",
+    "boolean": "boolean",
+    "bool": "boolean",
+    "datetime64[ns, UTC]": "timestamp",
+}
+COLUMN_DESCRIPTIONS = {
+    "geo_country": "ISO country of the destination (GeoIP City db)",
+    "geo_city": "city of the destination, English name (GeoIP City db)",
+    "geo_latitude": "latitude (GeoIP City db)",
+    "geo_longitude": "longitude (GeoIP City db)",
+    "asn": "autonomous system number (GeoIP ASN db)",
+    "as_org": "autonomous system organisation (GeoIP ASN db)",
+    "hosting_provider": "ASN is a curated cloud/VPS host (enrichment/geoip.py HOSTING_ASNS)",
+    "new_asn": "ASN first appeared among the window's destinations in its last 7 days",
+    "whois_registrant": "RDAP registrant of the destination's network",
+    "whois_network": "RDAP network name",
+    "whois_cidr": "RDAP network range",
+    "whois_allocated": "RDAP registration date of the network",
+    "whois_status": "ok | not found | cached … | off | not public | no network: … | "
+    "rate limited | failed: … | skipped: …",
+    "ti_match": "a live threat-intel indicator names the destination IP, network or hostname",
+    "ti_indicator": "the best (most confident) matching indicator",
+    "ti_source": "every source that matched, '; '-separated",
+    "ti_confidence": "confidence 0–100 of the best match",
+    "ti_description": "description of the best match",
+    "ti_matches": "how many indicators matched",
+    "risk_score": "final risk, 0–1 (enrichment/ranking.py)",
+    "risk_rank": "1 = look at this first",
 }
 
 
@@ -32,32 +64,39 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
             "dagster/column_schema": dg.TableSchema(
                 columns=[
                     *table_schema(BEACONING_CANDIDATES).columns,
-                    dg.TableColumn("risk_score", "double", "final risk, 0–1"),
-                    dg.TableColumn("risk_rank", "bigint", "1 = look at this first"),
+                    *[
+                        dg.TableColumn(name, _TYPE_NAMES[dtype], COLUMN_DESCRIPTIONS[name])
+                        for name, dtype in ENRICHED_COLUMNS.items()
+                    ],
                 ]
             )
         },
         description=(
-            "Beaconing candidates with enrichment (prevalence, first-seen age; GeoIP, WHOIS and "
-            "threat intel when configured) and a final risk rank, sorted by it."
+            "Beaconing candidates with enrichment (prevalence, first-seen age; GeoIP/ASN, RDAP "
+            "and threat intel when configured) and a final risk rank, sorted by it."
         ),
     )
     def enriched_beacons(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        candidates = {
+            day: read_day(settings.lake_url, beaconing_candidates.TABLE, day.isoformat())
+            for day in days_in_run(context)
+        }
+        # The Sentinel TI source (pipeline/enrichment/sentinel_indicators.py) joins here as
+        # `sentinel_indicators=fetch_indicators` once wired in; only the local file is used now.
+        enriched = enrich_days(settings, candidates, now=dt.datetime.now(dt.UTC))
         per_day = []
-        latest = None
-        for day in days_in_run(context):
-            ranked = rank(read_day(settings.lake_url, beaconing_candidates.TABLE, day.isoformat()))
+        for day, ranked in enriched.days.items():
             lake.write_pandas_day(ranked, settings.lake_url, TABLE, day, "part-0.parquet")
             lake.write_manifest(settings.lake_url, TABLE, day, {"rows": len(ranked)})
             per_day.append({"date": day.isoformat(), "rows": len(ranked)})
-            latest = ranked
         rows = sum(r["rows"] for r in per_day)
+        latest = list(enriched.days.values())[-1] if enriched.days else None
         top = latest.head(20).to_dict("records") if latest is not None else []
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": rows,
                 "rows": rows,
-                "enrichment_sources": dg.MetadataValue.json(ENRICHMENT_SOURCES),
+                "enrichment_sources": dg.MetadataValue.json(enriched.sources),
                 "per_day": dg.MetadataValue.md(markdown_table(per_day)),
                 "top_ranked": dg.MetadataValue.md(
                     markdown_table(
@@ -69,6 +108,9 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                             "DestinationIP",
                             "DestinationPort",
                             "kind",
+                            "as_org",
+                            "geo_country",
+                            "ti_source",
                             "reasons",
                         ],
                     )
