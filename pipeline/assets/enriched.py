@@ -6,6 +6,7 @@ import dagster as dg
 
 from pipeline.assets.candidates import read_day
 from pipeline.assets.metadata import OWNERS, markdown_table, table_schema
+from pipeline.enrichment import sentinel_indicators
 from pipeline.enrichment.enrich import ENRICHED_COLUMNS, enrich_days
 from pipeline.partitions import days_in_run
 from pipeline.settings import Settings
@@ -81,9 +82,14 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
             day: read_day(settings.lake_url, beaconing_candidates.TABLE, day.isoformat())
             for day in days_in_run(context)
         }
-        # The Sentinel TI source (pipeline/enrichment/sentinel_indicators.py) joins here as
-        # `sentinel_indicators=fetch_indicators` once wired in; only the local file is used now.
-        enriched = enrich_days(settings, candidates, now=dt.datetime.now(dt.UTC))
+        # Threat intel: the local file, and Sentinel's own indicators when a Log Analytics
+        # workspace is configured.
+        enriched = enrich_days(
+            settings,
+            candidates,
+            now=dt.datetime.now(dt.UTC),
+            sentinel_indicators=sentinel_indicators.fetch_indicators,
+        )
         per_day = []
         for day, ranked in enriched.days.items():
             lake.write_pandas_day(ranked, settings.lake_url, TABLE, day, "part-0.parquet")

@@ -78,9 +78,7 @@ def enrich_days(
     # Threat intel: one frame per source in the schema of threat_intel.INDICATOR_COLUMNS.
     local_frame, sources["threat_intel_file"] = load_local_indicators(settings, now)
     indicator_frames: list[pd.DataFrame | None] = [local_frame]
-    if sentinel_indicators is None:
-        sources["threat_intel_sentinel"] = "not wired in"
-    else:
+    if sentinel_indicators is not None:
         sentinel_frame = sentinel_indicators(settings)
         indicator_frames.append(sentinel_frame)
         sources["threat_intel_sentinel"] = (

@@ -28,6 +28,16 @@ COLUMNS = [
     "first_seen",
     "last_seen",
     "reasons",
+    # Enrichment (README "Enrichment columns"); empty where the source is not configured.
+    "ti_match",
+    "ti_source",
+    "ti_confidence",
+    "ti_description",
+    "geo_country",
+    "asn",
+    "as_org",
+    "hosting_provider",
+    "whois_registrant",
     "date",
 ]
 SEARCH_KEY = "PairKey"
@@ -44,7 +54,9 @@ def safe_cell(value: object) -> str:
     value stays numeric for the analyst. Every string is checked, whatever it looks like
     (`"-1+cmd|' /C calc'!A0"` is a string, and is neutralised).
     """
-    if value is None or (isinstance(value, float | np.floating) and pd.isna(value)):
+    if value is None or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, float | np.floating) and pd.isna(value):
         return ""
     if isinstance(value, int | float | np.integer | np.floating) and not isinstance(
         value, bool | np.bool_

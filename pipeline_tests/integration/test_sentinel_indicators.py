@@ -218,3 +218,49 @@ def test_an_identity_without_access_is_an_error_not_an_empty_source(az_cli, test
 )
 def test_classify(value, expected):
     assert sentinel_indicators.classify(value) == expected
+
+
+def test_sentinel_indicators_reach_the_enriched_beacons(az_cli, test_ca, tmp_path):
+    """The enrichment step asks Sentinel for its indicators and ranks the matched pair first."""
+    from pipeline.enrichment.enrich import enrich_days
+
+    candidates = pd.DataFrame(
+        [
+            {
+                "SourceIP": "10.0.0.5",
+                "DestinationIP": ip,
+                "DestinationPort": 443,
+                "Protocol": "TCP",
+                "destination_hostname": None,
+                "kind": "beacon",
+                "score": score,
+                "prevalence": 0.02,
+                "first_seen_age_days": 10,
+                "connections": 500,
+                "new_destination": False,
+            }
+            for ip, score in (("192.0.2.80", 0.95), ("198.51.100.7", 0.75))
+        ]
+    )
+    fake = workspace()
+    with running_log_analytics(test_ca, fake) as url:
+        fake.expected_token = token_for(url)
+        settings = Settings(
+            lake_url=str(tmp_path / "lake"),
+            log_analytics_workspace_id=WORKSPACE_ID,
+            log_analytics_endpoint=url,
+        )
+        enriched = enrich_days(
+            settings,
+            {NOW.date(): candidates},
+            now=NOW,
+            sentinel_indicators=sentinel_indicators.fetch_indicators,
+        )
+    day = enriched.days[NOW.date()]
+    matched = day[day["ti_match"]]
+    assert list(matched["DestinationIP"]) == ["198.51.100.7"]
+    assert matched["ti_source"].iloc[0].startswith(f"Sentinel {LEGACY_TABLE}")
+    assert int(matched["ti_confidence"].iloc[0]) == 90
+    # The weaker timer with a confident Sentinel match outranks the stronger unmatched one.
+    assert day.sort_values("risk_rank")["DestinationIP"].iloc[0] == "198.51.100.7"
+    assert enriched.sources["threat_intel_sentinel"]["indicators"] >= 1

@@ -21,6 +21,18 @@ from pipeline.sentinel.watchlist_csv import (
     watchlist_csv,
 )
 
+ENRICHMENT_COLUMNS = [
+    "ti_match",
+    "ti_source",
+    "ti_confidence",
+    "ti_description",
+    "geo_country",
+    "asn",
+    "as_org",
+    "hosting_provider",
+    "whois_registrant",
+]
+
 # --- safe_cell ---------------------------------------------------------------------------------
 
 
@@ -124,8 +136,30 @@ def test_one_row_is_formatted():
         "first_seen": "2026-03-01T10:00:00Z",
         "last_seen": "2026-03-04T23:59:58Z",
         "reasons": "interval 51 s ± 9%, 100% of hours active",
+        # Not enriched (no GeoIP, RDAP or threat intel configured): empty cells.
+        **dict.fromkeys(ENRICHMENT_COLUMNS, ""),
         "date": "2026-03-04",
     }
+
+
+def test_enrichment_reaches_the_watchlist_and_unknowns_stay_empty():
+    frame = enriched([{}, {"SourceIP": "10.20.0.8"}])
+    frame["ti_match"] = pd.Series([True, False], dtype="bool")
+    frame["ti_source"] = pd.Series(
+        ["Sentinel ThreatIntelligenceIndicator: MDTI", pd.NA], dtype="string"
+    )
+    frame["ti_confidence"] = pd.Series([90, pd.NA], dtype="Int64")
+    frame["as_org"] = pd.Series(["=cmd|' /C calc'!A0", pd.NA], dtype="string")
+    frame["asn"] = pd.Series([16509, pd.NA], dtype="Int64")
+    frame["hosting_provider"] = pd.Series([True, pd.NA], dtype="boolean")
+    header, *rows = parse(watchlist_csv(frame))
+    first, second = (dict(zip(header, row, strict=True)) for row in rows)
+    assert first["ti_match"] == "True"
+    assert first["ti_confidence"] == "90"
+    assert first["asn"] == "16509"
+    assert first["as_org"] == "'=cmd|' /C calc'!A0"
+    assert first["hosting_provider"] == "True"
+    assert [second[c] for c in ("ti_source", "ti_confidence", "as_org", "asn")] == [""] * 4
 
 
 def test_lines_end_with_crlf():
