@@ -16,9 +16,7 @@ legitimate site (file sharing, code hosting), and flagging the whole domain woul
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
-import re
 import urllib.parse
 from typing import Any
 
@@ -29,6 +27,7 @@ from pipeline.azure.log_analytics import (
     ResultTruncatedError,
     TableNotFoundError,
 )
+from pipeline.enrichment.threat_intel import classify
 from pipeline.settings import Settings
 
 LEGACY_TABLE = "ThreatIntelligenceIndicator"
@@ -46,9 +45,6 @@ STIX_QUERY = (
     f"{STIX_TABLE} | summarize arg_max(TimeGenerated, *) by Id"
     " | where IsActive == true"
     " | project Id, ObservableKey, ObservableValue, Confidence, Data, SourceSystem, ValidUntil"
-)
-_DOMAIN = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$"
 )
 _STIX_IP_KEYS = ("ipv4-addr:value", "ipv6-addr:value")
 
@@ -188,29 +184,6 @@ def _stix_indicators(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
             }
         )
     return found, skipped
-
-
-def classify(value: Any) -> tuple[str, str] | None:
-    """(lower-case indicator, 'ip' | 'cidr' | 'domain'), or None for anything else."""
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if not text:
-        return None
-    try:
-        return str(ipaddress.ip_address(text)), "ip"
-    except ValueError:
-        pass
-    if "/" in text:
-        try:
-            network = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            return None
-        if network.prefixlen == network.max_prefixlen:
-            return str(network.network_address), "ip"
-        return str(network), "cidr"
-    text = text.rstrip(".")
-    return (text, "domain") if _DOMAIN.match(text) else None
 
 
 def url_host(url: Any) -> tuple[str, str] | None:
