@@ -98,7 +98,8 @@ def main() -> None:
         measured = run_step(name, module, extra, {**env, **overrides}, logs / f"{name}.log")
         print(
             f"  {measured.wall_seconds:.1f} s wall, peak {measured.peak_rss_mb:,.0f} MB "
-            f"(JVM {measured.peak_jvm_rss_mb:,.0f} MB); {measured.inner}",
+            f"(JVM {measured.peak_jvm_rss_mb:,.0f}, driver {measured.peak_driver_rss_mb:,.0f}, "
+            f"Python workers {measured.peak_workers_rss_mb:,.0f} MB); {measured.inner}",
             flush=True,
         )
         steps[name] = measured

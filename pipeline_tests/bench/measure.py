@@ -27,6 +27,8 @@ class Measured:
     wall_seconds: float
     peak_rss_mb: float  # the whole tree: Python driver + JVM + Python workers
     peak_jvm_rss_mb: float
+    peak_driver_rss_mb: float  # the Python process that runs Dagster and drives Spark
+    peak_workers_rss_mb: float  # Spark's Python workers (scoring), summed
     inner: dict[str, Any] = field(default_factory=dict)
 
 
@@ -36,7 +38,7 @@ def _sample_tree(root: psutil.Process, peaks: dict[str, float], stop: threading.
             processes = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return
-        total = jvm = 0.0
+        total = jvm = workers = driver = 0.0
         for process in processes:
             try:
                 rss = process.memory_info().rss / 1e6
@@ -46,8 +48,13 @@ def _sample_tree(root: psutil.Process, peaks: dict[str, float], stop: threading.
             total += rss
             if name == "java":
                 jvm += rss
-        peaks["total"] = max(peaks["total"], total)
-        peaks["jvm"] = max(peaks["jvm"], jvm)
+            elif process.pid == root.pid:
+                driver = rss
+            else:
+                workers += rss
+        now = {"total": total, "jvm": jvm, "driver": driver, "workers": workers}
+        for key, value in now.items():
+            peaks[key] = max(peaks[key], value)
         stop.wait(0.2)
 
 
@@ -62,15 +69,23 @@ def run_step(name: str, module: str, args: list[str], env: dict[str, str], log: 
             stderr=output,
             text=True,
         )
-        peaks = {"total": 0.0, "jvm": 0.0}
+        peaks = {"total": 0.0, "jvm": 0.0, "driver": 0.0, "workers": 0.0}
         stop = threading.Event()
         sampler = threading.Thread(
             target=_sample_tree, args=(psutil.Process(process.pid), peaks, stop), daemon=True
         )
         sampler.start()
-        stdout, _ = process.communicate()
-        stop.set()
-        sampler.join()
+        try:
+            stdout, _ = process.communicate()
+        except BaseException:
+            # Interrupted: never leave a step (and its JVM) writing into the bench lake.
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()
+            process.kill()
+            raise
+        finally:
+            stop.set()
+            sampler.join()
     wall = time.monotonic() - started
     output_lines = stdout.splitlines()
     log.open("a").write("\n".join(output_lines) + "\n")
@@ -81,7 +96,9 @@ def run_step(name: str, module: str, args: list[str], env: dict[str, str], log: 
     for line in output_lines:
         if line.startswith(PREFIX):
             inner = json.loads(line[len(PREFIX) :])
-    return Measured(name, wall, peaks["total"], peaks["jvm"], inner)
+    return Measured(
+        name, wall, peaks["total"], peaks["jvm"], peaks["driver"], peaks["workers"], inner
+    )
 
 
 def report(values: dict[str, Any]) -> None:
