@@ -25,7 +25,7 @@ PREFIX = "BENCH "
 class Measured:
     name: str
     wall_seconds: float
-    peak_rss_mb: float  # the whole tree: Python driver + JVM + Python workers
+    peak_rss_mb: float  # the whole tree (PSS): Python driver + JVM + Python workers
     peak_jvm_rss_mb: float
     peak_driver_rss_mb: float  # the Python process that runs Dagster and drives Spark
     peak_workers_rss_mb: float  # Spark's Python workers (scoring), summed
@@ -41,7 +41,9 @@ def _sample_tree(root: psutil.Process, peaks: dict[str, float], stop: threading.
         total = jvm = workers = driver = 0.0
         for process in processes:
             try:
-                rss = process.memory_info().rss / 1e6
+                # PSS, not RSS: Spark's Python workers are forked from one daemon and share most
+                # of their pages; summing RSS would count those pages once per worker.
+                rss = process.memory_full_info().pss / 1e6
                 name = process.name()
             except psutil.Error:
                 continue
@@ -55,7 +57,7 @@ def _sample_tree(root: psutil.Process, peaks: dict[str, float], stop: threading.
         now = {"total": total, "jvm": jvm, "driver": driver, "workers": workers}
         for key, value in now.items():
             peaks[key] = max(peaks[key], value)
-        stop.wait(0.2)
+        stop.wait(0.5)
 
 
 def run_step(name: str, module: str, args: list[str], env: dict[str, str], log: Path) -> Measured:
