@@ -560,7 +560,8 @@ SPECS: tuple[SettingSpec, ...] = (
         "BEACON_THREAT_INTEL_FILE",
         "",
         "Local indicator file (STIX 2.1 bundle `.json`, or `.csv`); empty uses "
-        "`{lake}/reference/indicators.json` or `.csv` when present, else no local threat intel.",
+        "`{lake}/reference/indicators.json` or `.csv` when present, else no local threat intel. "
+        "A path that is set but missing fails the run (a typo must not silently switch TI off).",
         _optional_url,
         "threat_intel_file",
     ),
