@@ -80,6 +80,16 @@ def az_cli(tmp_path, monkeypatch, test_ca):
     return stub
 
 
+@pytest.fixture
+def fresh_credential():
+    """Forget the process's cached Azure credential before and after a test."""
+    from pipeline.azure.credentials import forget_credential
+
+    forget_credential()
+    yield
+    forget_credential()
+
+
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory):
     """One Azurite blob server for the test session (started here, stopped at the end)."""

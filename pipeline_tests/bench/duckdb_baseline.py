@@ -7,15 +7,13 @@ mean and spread of the gaps between connections — the inputs of the timing sco
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import time
 
 import duckdb
 
 from pipeline import export_layout
 from pipeline.settings import load_settings
-from pipeline_tests.bench.measure import report
+from pipeline_tests.bench.measure import report, window_from_args
 
 COLUMNS = {
     "TimeGenerated": "TIMESTAMP",
@@ -44,13 +42,8 @@ FROM events GROUP BY ALL
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--first", required=True)
-    parser.add_argument("--last", required=True)
-    args = parser.parse_args()
+    days = window_from_args()
     settings = load_settings()
-    first, last = dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last)
-    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     started = time.monotonic()
     per_day, _ = export_layout.blobs_for_days(
         settings.export_url, days, settings.workspace_resource_id

@@ -7,6 +7,8 @@ line prefixed with `BENCH ` holding its inner timings (e.g. with the JVM start t
 
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -101,6 +103,15 @@ def run_step(name: str, module: str, args: list[str], env: dict[str, str], log: 
     return Measured(
         name, wall, peaks["total"], peaks["jvm"], peaks["driver"], peaks["workers"], inner
     )
+
+
+def window_from_args() -> list[dt.date]:
+    """The days of a step's `--first D --last D` arguments, both included."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--first", required=True, type=dt.date.fromisoformat)
+    parser.add_argument("--last", required=True, type=dt.date.fromisoformat)
+    args = parser.parse_args()
+    return [args.first + dt.timedelta(days=i) for i in range((args.last - args.first).days + 1)]
 
 
 def report(values: dict[str, Any]) -> None:

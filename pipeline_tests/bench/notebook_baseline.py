@@ -8,8 +8,6 @@ did implicitly and Spark 4's ANSI mode refuses.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import time
 
 from pyspark.sql import functions as F
@@ -18,17 +16,12 @@ from pipeline import export_layout
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import load_settings
 from pipeline.spark_jobs import lake, notebook_query
-from pipeline_tests.bench.measure import report
+from pipeline_tests.bench.measure import report, window_from_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--first", required=True)
-    parser.add_argument("--last", required=True)
-    args = parser.parse_args()
+    days = window_from_args()
     settings = load_settings()
-    first, last = dt.date.fromisoformat(args.first), dt.date.fromisoformat(args.last)
-    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     workspace = export_layout.workspace_path(settings.workspace_resource_id or "")
     folders = [
         lake.spark_url(f"{settings.export_url}/{export_layout.day_folder(workspace, d)}")

@@ -18,16 +18,12 @@ from pipeline_tests.fakes.log_analytics import (
 )
 from pipeline_tests.fakes.sentinel_arm import FakeSentinelArm, running_sentinel_arm
 
+# Each test gets the identity of its own stub `az` (the credential is cached per process).
+pytestmark = pytest.mark.usefixtures("fresh_credential")
+
 WORKSPACE_ID = "3f2b6c1e-0a47-4b7e-9a51-5d0e1c2b7a10"
 POOL = "doctorpool"
 SUBSCRIPTION = "0a1b2c3d-0000-1111-2222-333344445555"
-
-
-@pytest.fixture(autouse=True)
-def fresh_credential():
-    forget_credential()
-    yield
-    forget_credential()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from pipeline import export_layout, query_export
-from pipeline.azure.credentials import AzureAccessError, forget_credential
+from pipeline.azure.credentials import AzureAccessError
 from pipeline.azure.log_analytics import LogAnalytics, LogAnalyticsError
 from pipeline.definitions import build_definitions
 from pipeline.resources.spark import SparkJobRunner, spark_config
@@ -27,6 +27,9 @@ from pipeline_tests.fakes.log_analytics import (
     common_security_log_columns,
     running_log_analytics,
 )
+
+# Each test gets the identity of its own stub `az` (the credential is cached per process).
+pytestmark = pytest.mark.usefixtures("fresh_credential")
 
 WORKSPACE_ID = "0a1b2c3d-0000-1111-2222-333344445555"
 DAY = dt.date(2026, 11, 20)
@@ -92,13 +95,6 @@ def expected_records(vendors: tuple[str, ...] = ()) -> list[dict]:
 
 def key(record: dict) -> str:
     return json.dumps(record, sort_keys=True)
-
-
-@pytest.fixture(autouse=True)
-def fresh_credential():
-    forget_credential()
-    yield
-    forget_credential()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from pipeline.azure.credentials import AzureAccessError, forget_credential
+from pipeline.azure.credentials import AzureAccessError
 from pipeline.enrichment import sentinel_indicators
 from pipeline.enrichment.sentinel_indicators import COLUMNS, LEGACY_TABLE, STIX_TABLE
 from pipeline.settings import Settings
@@ -19,6 +19,9 @@ from pipeline_tests.fakes.log_analytics import (
     FakeLogAnalytics,
     running_log_analytics,
 )
+
+# Each test gets the identity of its own stub `az` (the credential is cached per process).
+pytestmark = pytest.mark.usefixtures("fresh_credential")
 
 WORKSPACE_ID = "0a1b2c3d-0000-1111-2222-333344445555"
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.UTC)
@@ -90,13 +93,6 @@ STIX_ROWS = [
     stix("s3", ago(1), "file:hashes.'SHA-256'", "ab" * 32, Confidence=90),
     stix("s4", ago(2), "ipv6-addr:value", "2001:DB8::1", Confidence=None, ValidUntil=LATER),
 ]
-
-
-@pytest.fixture(autouse=True)
-def fresh_credential():
-    forget_credential()
-    yield
-    forget_credential()
 
 
 def workspace(legacy_rows=LEGACY_ROWS, stix_rows=STIX_ROWS) -> FakeLogAnalytics:
