@@ -26,7 +26,7 @@ from azure.core.exceptions import (
 )
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsTable
 
-from pipeline.azure.credentials import AzureAccessError, azure_credential
+from pipeline.azure.credentials import AzureAccessError, azure_credential, first_line
 
 DEFAULT_ENDPOINT = "https://api.loganalytics.io"
 SERVICE_ROW_LIMIT = 500_000
@@ -201,7 +201,7 @@ class LogAnalytics:
             raise self._translate(error, query) from error
         except (ServiceResponseError, ServiceRequestError) as error:
             raise ServiceFailureError(
-                f"no answer from {self.endpoint}: {_first_line(error)}"
+                f"no answer from {self.endpoint}: {first_line(error)}"
             ) from error
         if isinstance(result, LogsQueryPartialResult):
             detail = _partial_detail(result)
@@ -402,11 +402,6 @@ def _compact(error: BaseException) -> str:
     return " ".join(" ".join(kept).split()) or type(error).__name__
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _service_message(error: HttpResponseError) -> str:
     """The service's own words: code and innermost message of its error body."""
     model = getattr(error, "model", None)
@@ -414,7 +409,7 @@ def _service_message(error: HttpResponseError) -> str:
     message = getattr(model, "message", None)
     if message:
         return f"{code}: {message}" if code else str(message)
-    return _first_line(error)
+    return first_line(error)
 
 
 def _partial_detail(result: LogsQueryPartialResult) -> str:

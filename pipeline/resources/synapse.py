@@ -52,7 +52,13 @@ from dagster_azure.pipes import (
 )
 
 from pipeline import packaging, synapse_entry
-from pipeline.azure.credentials import SYNAPSE_SCOPE, AzureAccessError, azure_credential
+from pipeline.azure.credentials import (
+    SYNAPSE_SCOPE,
+    AzureAccessError,
+    azure_credential,
+    first_line,
+    usable_token,
+)
 from pipeline.resources.spark import spark_config
 from pipeline.settings import Settings
 
@@ -162,7 +168,7 @@ def upload_code(
     except ClientAuthenticationError as error:
         raise AzureAccessError(
             f"cannot reach the staging container {location.container} in {location.account}: "
-            f"{_first_line(error)}. Log in (az login) or give the Dagster host an identity."
+            f"{first_line(error)}. Log in (az login) or give the Dagster host an identity."
         ) from error
     except HttpResponseError as error:
         raise AzureAccessError(
@@ -233,21 +239,20 @@ class LivyClient:
 
     def check_identity(self) -> None:
         """Fail before any upload when no usable Synapse token can be had."""
-        try:
-            token = self.credential.get_token(SYNAPSE_SCOPE)
-        except ClientAuthenticationError as error:
-            raise AzureAccessError(
+        usable_token(
+            self.credential,
+            SYNAPSE_SCOPE,
+            unavailable=(
                 f"no Azure identity could get a token for Synapse ({SYNAPSE_SCOPE}): "
-                f"{_first_line(error)}. Run `az login`, or give the Dagster host a managed "
+                "{error}. Run `az login`, or give the Dagster host a managed "
                 "identity or service principal (AZURE_CLIENT_ID, AZURE_TENANT_ID, …) with the "
                 "Synapse Compute Operator role on the workspace."
-            ) from error
-        if token.expires_on <= time.time() + 60:
-            expired = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(token.expires_on))
-            raise AzureAccessError(
-                f"the Azure identity handed out an expired token for Synapse (expired {expired}): "
+            ),
+            expired=(
+                "the Azure identity handed out an expired token for Synapse (expired {expired}): "
                 "run `az login` again (or check the managed identity and this host's clock)"
-            )
+            ),
+        )
 
     def _send(self, method: str, path: str, **kwargs: Any) -> HttpResponse:
         request = HttpRequest(method, self.batches_url + path, **kwargs)
@@ -255,7 +260,7 @@ class LivyClient:
             response = self.client.send_request(request)
         except ClientAuthenticationError as error:
             raise AzureAccessError(
-                f"no Azure identity could get a token for Synapse: {_first_line(error)}"
+                f"no Azure identity could get a token for Synapse: {first_line(error)}"
             ) from error
         if response.status_code in (401, 403):
             raise AzureAccessError(
@@ -449,10 +454,6 @@ def synapse_runner(settings: Settings) -> SynapseJobRunner:
         executors=settings.synapse_executors,
         spark_conf=conf,
     )
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _short(text: str, limit: int = 300) -> str:

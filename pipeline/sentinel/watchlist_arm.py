@@ -52,7 +52,13 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.rest import HttpRequest, HttpResponse
 
-from pipeline.azure.credentials import ARM_SCOPE, AzureAccessError, azure_credential
+from pipeline.azure.credentials import (
+    ARM_SCOPE,
+    AzureAccessError,
+    azure_credential,
+    first_line,
+    usable_token,
+)
 from pipeline.sentinel.watchlist_csv import COLUMNS, SEARCH_KEY, csv_text, item_id
 from pipeline.settings import Settings
 
@@ -244,22 +250,22 @@ class ArmWatchlistClient:
     def check_identity(self) -> None:
         """Fail before any write when no unexpired ARM token can be had."""
         assert self.credential is not None
-        try:
-            token = self.credential.get_token(self.scope)
-        except ClientAuthenticationError as error:
-            raise AzureAccessError(
+        where = self.target.describe().replace("{", "{{").replace("}", "}}")
+        usable_token(
+            self.credential,
+            self.scope,
+            unavailable=(
                 f"no Azure identity could get a token for ARM ({self.scope}) to publish the "
-                f"{self.target.describe()}: {_first_line(error)}. Run `az login`, or give the "
+                f"{where}: {{error}}. Run `az login`, or give the "
                 "Dagster host a managed identity or service principal (AZURE_CLIENT_ID, "
                 "AZURE_TENANT_ID, …) with the Microsoft Sentinel Contributor role on the workspace."
-            ) from error
-        if token.expires_on <= time.time() + 60:
-            expired = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(token.expires_on))
-            raise AzureAccessError(
-                f"the Azure identity handed out an expired ARM token (expired {expired}); nothing "
-                f"was published to the {self.target.describe()}. Run `az login` again (or check "
+            ),
+            expired=(
+                "the Azure identity handed out an expired ARM token (expired {expired}); nothing "
+                f"was published to the {where}. Run `az login` again (or check "
                 "the managed identity and this host's clock), then re-run the day."
-            )
+            ),
+        )
 
     # --- HTTP -----------------------------------------------------------------------------------
 
@@ -273,13 +279,13 @@ class ArmWatchlistClient:
             response = self.client.send_request(request)
         except ClientAuthenticationError as error:
             raise AzureAccessError(
-                f"no Azure identity could get an ARM token to {what}: {_first_line(error)}. Run "
+                f"no Azure identity could get an ARM token to {what}: {first_line(error)}. Run "
                 "`az login` (or fix the managed identity), then re-run the day."
             ) from error
         except (ServiceRequestError, ServiceResponseError) as error:
             raise WatchlistPublishError(
                 f"no answer from ARM ({self.target.arm_endpoint}) to {what}: "
-                f"{_first_line(error)}. Check SENTINEL_ARM_ENDPOINT and the network, then re-run."
+                f"{first_line(error)}. Check SENTINEL_ARM_ENDPOINT and the network, then re-run."
             ) from error
         return response
 
@@ -614,8 +620,3 @@ def arm_error(response: HttpResponse) -> tuple[str, str]:
         return str(error.get("code") or ""), str(error.get("message") or "")
     except (ValueError, AttributeError):
         return "", (response.text() or "")[:300]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
