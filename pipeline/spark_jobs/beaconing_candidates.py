@@ -2,9 +2,10 @@
 
 For each target day D the window is D-N+1 … D (clipped at the first partition). Every daily
 summary row is fanned out to the target days whose window holds it, so a range of days is scored
-in one pass. Pairs are scored with `pipeline.detection.scoring` inside `mapInPandas` (on the
-executors, never on the driver); context that separates C2 from benign pollers (prevalence
-among internal hosts, first-seen age) is computed in Spark over all pairs of the window.
+in one pass. Pairs are scored a batch at a time (`pipeline.detection.batch_scoring`) inside
+`mapInPandas` (on the executors, never on the driver); context that separates C2 from benign
+pollers (prevalence among internal hosts, first-seen age) is computed in Spark over all pairs of
+the window.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline.detection.scoring import describe, score_pair
+from pipeline.detection.batch_scoring import score_pairs
+from pipeline.detection.scoring import PairScore, describe
 from pipeline.spark_jobs import lake
 from pipeline.spark_jobs.networks import is_in_networks, is_internal
 from pipeline.spark_jobs.pair_daily_stats import STROBE_CONNECTIONS_PER_DAY
@@ -46,6 +48,38 @@ NEW_DESTINATION_DAYS = 7
 NOTEBOOK_MIN_PERCENT_BEACON = 75.0
 NOTEBOOK_MIN_CONNECTIONS = 100
 NOTEBOOK_MAX_DEGREE = 25
+# Columns a candidate carries from the window's summary of its pair, and those of its score.
+CONTEXT = (
+    *PAIR_KEY,
+    "connections",
+    "days_seen",
+    "first_seen",
+    "last_seen",
+    "first_seen_age_days",
+    "destination_age_days",
+    "new_destination",
+    "internal_sources_to_destination",
+    "internal_sources",
+    "prevalence",
+    "sent_bytes_total",
+    "received_bytes_total",
+    "device_vendor",
+    "destination_hostname",
+    "window_start",
+    "window_days_present",
+    "date",
+)
+SCORE_COLUMNS = (
+    "score",
+    "median_interval_s",
+    "interval_mad_s",
+    "timing_score",
+    "size_score",
+    "histogram_score",
+    "duration_score",
+    "percent_beacon",
+    "hours_active_ratio",
+)
 # Target days scored per Spark pass in a range run (each holds its whole window).
 TARGET_DAYS_PER_PASS = 5
 
@@ -70,73 +104,72 @@ def window_of(day: dt.date, params: DetectionParams) -> list[dt.date]:
 def _score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     columns = [f.name for f in SCORED.fields]
     for batch in batches:
-        rows = []
-        for pair in batch.itertuples(index=False):
-            if pair.is_strobe:
-                rows.append(_strobe_row(pair))
-                continue
-            result = score_pair(
-                np.asarray(pair.event_ms, dtype=np.float64) / 1000.0,
-                np.asarray(pair.sent_bytes),
-                np.asarray(pair.received_bytes),
-                window_s=max(float(pair.observed_seconds), 3600.0),
-            )
-            if result is None:
-                continue
-            reasons = describe(
-                result,
-                days_seen=pair.days_seen,
-                window_days=pair.window_days_present,
-                first_seen_age_days=pair.first_seen_age_days,
-                internal_sources_to_destination=pair.internal_sources_to_destination,
-                internal_sources=pair.internal_sources,
-            )
-            rows.append(
-                {
-                    **_context(pair),
-                    "kind": "beacon",
-                    "score": result.score,
-                    "median_interval_s": result.median_interval_s,
-                    "interval_mad_s": result.interval_mad_s,
-                    "timing_score": result.timing_score,
-                    "size_score": result.size_score,
-                    "histogram_score": result.histogram_score,
-                    "duration_score": result.duration_score,
-                    "percent_beacon": result.percent_beacon,
-                    "hours_active_ratio": result.hours_active_ratio,
-                    "interval_histogram": result.interval_histogram,
-                    "reasons": reasons,
-                }
-            )
-        frame = pd.DataFrame(rows, columns=columns)
-        # Fields a row does not have (a strobe has no intervals) must reach Spark as null, not NaN.
-        yield frame.astype(object).where(frame.notna(), None)
+        strobe = batch["is_strobe"].to_numpy(dtype=bool)
+        strobes = pd.DataFrame(
+            [_strobe_row(pair) for pair in batch[strobe].itertuples(index=False)],
+            columns=columns,
+        )
+        yield from (_nulls_for_spark(f) for f in (strobes, _beacon_rows(batch[~strobe])) if len(f))
+
+
+def _beacon_rows(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Score every pair of the batch at once; the rows of those with enough distinct times."""
+    columns = [f.name for f in SCORED.fields]
+    if pairs.empty:
+        return pd.DataFrame(columns=columns)
+
+    def flat(column: str) -> np.ndarray:
+        return np.concatenate(pairs[column].to_numpy()).astype(np.float64)
+
+    lengths = pairs["event_ms"].map(len).to_numpy()
+    scores = score_pairs(
+        np.r_[0, np.cumsum(lengths)],
+        flat("event_ms") / 1000.0,
+        flat("sent_bytes"),
+        flat("received_bytes"),
+        np.maximum(pairs["observed_seconds"].to_numpy(dtype=np.float64), 3600.0),
+    )
+    kept = scores.scored
+    rows = pairs.loc[kept, list(CONTEXT)].reset_index(drop=True)
+    rows["kind"] = "beacon"
+    for name in SCORE_COLUMNS:
+        rows[name] = getattr(scores, name)[kept]
+    rows["interval_histogram"] = list(scores.interval_histogram[kept])
+    views = np.where(scores.burst_view[kept], "burst starts", "all")
+    rows["reasons"] = [
+        describe(
+            PairScore(
+                score=r.score,
+                timing_score=r.timing_score,
+                size_score=None if np.isnan(r.size_score) else r.size_score,
+                histogram_score=r.histogram_score,
+                duration_score=r.duration_score,
+                median_interval_s=r.median_interval_s,
+                interval_mad_s=r.interval_mad_s,
+                percent_beacon=r.percent_beacon,
+                hours_active_ratio=r.hours_active_ratio,
+                interval_histogram=[],
+                view=view,
+            ),
+            days_seen=r.days_seen,
+            window_days=r.window_days_present,
+            first_seen_age_days=r.first_seen_age_days,
+            internal_sources_to_destination=r.internal_sources_to_destination,
+            internal_sources=r.internal_sources,
+        )
+        for r, view in zip(rows.itertuples(index=False), views, strict=True)
+    ]
+    return rows[columns]
+
+
+def _nulls_for_spark(frame: pd.DataFrame) -> pd.DataFrame:
+    # Fields a row does not have (a strobe has no intervals, a pair without bytes no size
+    # score) must reach Spark as null, not NaN.
+    return frame.astype(object).where(frame.notna(), None)
 
 
 def _context(pair: Any) -> dict[str, Any]:
-    return {
-        name: getattr(pair, name)
-        for name in (
-            *PAIR_KEY,
-            "connections",
-            "days_seen",
-            "first_seen",
-            "last_seen",
-            "first_seen_age_days",
-            "destination_age_days",
-            "new_destination",
-            "internal_sources_to_destination",
-            "internal_sources",
-            "prevalence",
-            "sent_bytes_total",
-            "received_bytes_total",
-            "device_vendor",
-            "destination_hostname",
-            "window_start",
-            "window_days_present",
-            "date",
-        )
-    }
+    return {name: getattr(pair, name) for name in CONTEXT}
 
 
 def _strobe_row(pair: Any) -> dict[str, Any]:
@@ -151,63 +184,82 @@ def _strobe_row(pair: Any) -> dict[str, Any]:
     }
 
 
-def _windowed_pairs(
-    stats: DataFrame, targets: list[dt.date], params: DetectionParams, coverage: DataFrame
-) -> DataFrame:
-    """One row per (target day, pair) with the pair's events over the target's window."""
-    target_strings = [d.isoformat() for d in targets]
-    day = F.to_date("date")
-    fanned = stats.withColumn(
-        "target", F.explode(F.sequence(day, F.date_add(day, params.lookback_days - 1)))
-    ).withColumn("target", F.date_format("target", "yyyy-MM-dd"))
-    fanned = fanned.filter(F.col("target").isin(target_strings)).join(
-        F.broadcast(coverage), "target"
+def _window_pairs(stats: DataFrame, windows: DataFrame, params: DetectionParams) -> DataFrame:
+    """One slim row per (target day, pair) over the target's window: counts, first and last
+    seen, bytes; no event arrays. Small (a row per pair, not per pair and day), so it is cached
+    and every window-wide context is computed from it. Only fixed-width aggregates: a string
+    one (max, first) would turn this hash aggregation into a sort."""
+    fanned = stats.join(F.broadcast(windows), "date")
+    return (
+        fanned.groupBy("target", *PAIR_KEY)
+        .agg(
+            F.sum("connections").alias("connections"),
+            F.count(F.lit(1)).cast("int").alias("days_seen"),
+            F.min("date").alias("pair_first_day"),
+            F.min("first_seen").alias("first_seen"),
+            F.max("last_seen").alias("last_seen"),
+            F.sum("sent_bytes_total").alias("sent_bytes_total"),
+            F.sum("received_bytes_total").alias("received_bytes_total"),
+            F.max("is_strobe").alias("is_strobe"),
+            # A pair is allowlisted when its destination is, on any day of the window.
+            F.max(allowlisted(params.allowlist)).alias("allowlisted"),
+        )
+        # Per pair, not per daily row: the address checks run on a twentieth of the rows.
+        .withColumn("src_internal", is_internal(F.col("SourceIP"), params.internal_networks))
+        .withColumn("dst_internal", is_internal(F.col("DestinationIP"), params.internal_networks))
     )
-    offset_ms = F.datediff(day, F.to_date("window_start")).cast("long") * MS_PER_DAY
-    src_internal = is_internal(F.col("SourceIP"), params.internal_networks)
-    fanned = fanned.withColumn("src_internal", src_internal)
 
-    destinations = fanned.groupBy("target", "DestinationIP").agg(
+
+def _candidate_pairs(
+    stats: DataFrame, windows: DataFrame, window_pairs: DataFrame, params: DetectionParams
+) -> DataFrame:
+    """One row per (target day, pair) worth scoring, with its context and, unless it is a
+    strobe, its events over the window (times in ms from the window's start)."""
+    destinations = window_pairs.groupBy("target", "DestinationIP").agg(
         F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias(
             "internal_sources_to_destination"
         ),
-        F.min("date").alias("destination_first_day"),
+        F.min("pair_first_day").alias("destination_first_day"),
     )
     # The window's observed time: a capture of 50 minutes, or a network whose logs start
     # mid-window, must not make every pair look short-lived.
-    population = fanned.groupBy("target").agg(
+    population = window_pairs.groupBy("target").agg(
         F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias("internal_sources"),
         (F.unix_seconds(F.max("last_seen")) - F.unix_seconds(F.min("first_seen"))).alias(
             "observed_seconds"
         ),
-        F.min("date").alias("first_day_with_data"),
+        F.min("pair_first_day").alias("first_day_with_data"),
     )
-    external = fanned.filter(
-        ~is_internal(F.col("DestinationIP"), params.internal_networks)
-        & ~allowlisted(params.allowlist)
+    population = population.join(
+        windows.select("target", "window_start", "window_days_present").distinct(), "target"
     )
-    pairs = external.groupBy("target", *PAIR_KEY).agg(
-        F.sum("connections").alias("connections"),
-        F.countDistinct("date").alias("days_seen"),
-        F.min("first_seen").alias("first_seen"),
-        F.max("last_seen").alias("last_seen"),
-        F.sum("sent_bytes_total").alias("sent_bytes_total"),
-        F.sum("received_bytes_total").alias("received_bytes_total"),
-        F.max("is_strobe").alias("is_strobe"),
-        F.flatten(
-            F.collect_list(F.transform("event_ms", lambda ms: ms.cast("long") + offset_ms))
-        ).alias("event_ms"),
-        F.flatten(F.collect_list("sent_bytes")).alias("sent_bytes"),
-        F.flatten(F.collect_list("received_bytes")).alias("received_bytes"),
-        F.max("device_vendor").alias("device_vendor"),
-        F.max("destination_hostname").alias("destination_hostname"),
-        F.first("window_start").alias("window_start"),
-        F.first("window_days_present").alias("window_days_present"),
+    pairs = window_pairs.filter(
+        ~F.col("dst_internal")
+        & ~F.col("allowlisted")
+        & ((F.col("connections") >= params.min_connections) | F.col("is_strobe"))
     )
-    pairs = pairs.filter((F.col("connections") >= params.min_connections) | F.col("is_strobe"))
+    # Only the pairs to score bring their event arrays through the shuffle.
+    # (A strobe's days carry no arrays: collect_list skips the nulls.)
+    day = F.to_date("date")
+    offset_ms = F.datediff(day, F.to_date("window_start")).cast("long") * MS_PER_DAY
+    events = (
+        stats.join(F.broadcast(windows), "date")
+        .join(pairs.select("target", *PAIR_KEY), ["target", *PAIR_KEY])
+        .groupBy("target", *PAIR_KEY)
+        .agg(
+            F.flatten(
+                F.collect_list(F.transform("event_ms", lambda ms: ms.cast("long") + offset_ms))
+            ).alias("event_ms"),
+            F.flatten(F.collect_list("sent_bytes")).alias("sent_bytes"),
+            F.flatten(F.collect_list("received_bytes")).alias("received_bytes"),
+            F.max("device_vendor").alias("device_vendor"),
+            F.max("destination_hostname").alias("destination_hostname"),
+        )
+    )
     return (
-        pairs.join(destinations, ["target", "DestinationIP"], "left")
-        .join(population, "target", "left")
+        pairs.join(events, ["target", *PAIR_KEY], "left")
+        .join(destinations, ["target", "DestinationIP"], "left")
+        .join(F.broadcast(population), "target", "left")
         .fillna(0, ["internal_sources_to_destination", "internal_sources"])
         .withColumn(
             "prevalence",
@@ -229,7 +281,6 @@ def _windowed_pairs(
             (F.col("destination_age_days") <= NEW_DESTINATION_DAYS)
             & (F.col("destination_first_day") > F.col("first_day_with_data")),
         )
-        .withColumn("days_seen", F.col("days_seen").cast("int"))
         .withColumn("date", F.col("target"))
     )
 
@@ -315,12 +366,20 @@ def _score_days(
             "window_days_missing": [d.isoformat() for d in window if d not in present],
             "window_clipped_by_start_date": len(window) < params.lookback_days,
         }
-    coverage = spark.createDataFrame(
-        [(k, v["window_start"], v["window_days_present"]) for k, v in report.items()],
-        "target string, window_start string, window_days_present int",
+    # Which target days' windows each daily summary belongs to: a broadcast join, so a row is
+    # copied once per target that needs it, not once per day of the lookback.
+    windows_frame = spark.createDataFrame(
+        [
+            (d.isoformat(), day.isoformat(), window[0].isoformat(), len(present & set(window)))
+            for day, window in windows.items()
+            for d in window
+            if d in present
+        ],
+        "date string, target string, window_start string, window_days_present int",
     )
     stats = lake.read_days(spark, lake_url, STATS_TABLE, sorted(present), PAIR_DAILY_STATS)
-    pairs = _windowed_pairs(stats, days, params, coverage)
+    window_pairs = _window_pairs(stats, windows_frame, params).cache()
+    pairs = _candidate_pairs(stats, windows_frame, window_pairs, params)
     scored = pairs.mapInPandas(_score_batches, SCORED)
     reported = select_reported(scored, params).cache()
     try:
@@ -336,6 +395,7 @@ def _score_days(
         lake.replace_days(reported, lake_url, TABLE, days, {d: c[0] for d, c in counts.items()})
     finally:
         reported.unpersist()
+        window_pairs.unpersist()
     for day in days:
         key = day.isoformat()
         candidates, strobes = counts.get(key, (0, 0))
