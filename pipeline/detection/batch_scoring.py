@@ -56,28 +56,31 @@ class PairScores:
 
 def score_pairs(
     offsets: np.ndarray,
-    times_s: np.ndarray,
+    times_ms: np.ndarray,
     sent_bytes: np.ndarray,
     received_bytes: np.ndarray,
     window_s: np.ndarray,
 ) -> PairScores:
-    """Score pair i from `times_s[offsets[i]:offsets[i+1]]` (and the aligned sizes, -1 = not
-    logged) over a window of `window_s[i]` seconds, as `score_pair` does, both views."""
+    """Score pair i from `times_ms[offsets[i]:offsets[i+1]]` (whole milliseconds, as the lake
+    keeps them; aligned sizes, -1 = not logged) over a window of `window_s[i]` seconds, as
+    `score_pair` does on the same times in seconds, both views."""
     pairs = len(offsets) - 1
     counts = np.diff(offsets)
     pair = np.repeat(np.arange(pairs), counts)
-    order = np.lexsort((times_s, pair))  # stable: equal times keep their order, as in score_pair
-    times = np.asarray(times_s, dtype=np.float64)[order]
-    sent = np.asarray(sent_bytes, dtype=np.float64)[order]
-    received = np.asarray(received_bytes, dtype=np.float64)[order]
+    times_ms = np.asarray(times_ms, dtype=np.int64)
+    # Stable: equal times keep their order, as in score_pair (the first one's sizes count).
+    order = _order_within(pair, times_ms, stable=True)
+    times_ms = times_ms[order]
+    sent = np.asarray(sent_bytes, dtype=np.int64)[order]
+    received = np.asarray(received_bytes, dtype=np.int64)[order]
     window = np.asarray(window_s, dtype=np.float64)
 
-    every = _score_view(pair, times, sent, received, window, pairs)
-    start = _segment_starts(pair) | np.r_[True, np.diff(times) >= BURST_GAP_S]
+    every = _score_view(pair, times_ms, sent, received, window, pairs)
+    start = _segment_starts(pair) | np.r_[True, np.diff(times_ms / 1000.0) >= BURST_GAP_S]
     starts = np.bincount(pair[start], minlength=pairs)
     eligible = every.scored & (starts != counts) & (starts >= MIN_BURSTS)
     keep = start & eligible[pair]
-    bursts = _score_view(pair[keep], times[keep], sent[keep], received[keep], window, pairs)
+    bursts = _score_view(pair[keep], times_ms[keep], sent[keep], received[keep], window, pairs)
     better = eligible & bursts.scored & (bursts.score > every.score + 0.05)
     every.take(bursts, better)
     every.burst_view[better] = True
@@ -90,23 +93,28 @@ def _segment_starts(segment: np.ndarray) -> np.ndarray:
 
 def _score_view(
     pair: np.ndarray,
-    times: np.ndarray,
+    times_ms: np.ndarray,
     sent: np.ndarray,
     received: np.ndarray,
     window: np.ndarray,
     pairs: int,
 ) -> PairScores:
     """`_score_view` of every pair; input sorted by (pair, time)."""
-    distinct = _segment_starts(pair) | np.r_[True, times[1:] != times[:-1]]
+    distinct = _segment_starts(pair) | np.r_[True, times_ms[1:] != times_ms[:-1]]
     enough = np.bincount(pair[distinct], minlength=pairs) >= MIN_INTERVALS + 1
     distinct &= enough[pair]
-    pair, times = pair[distinct], times[distinct]
+    pair, times_ms = pair[distinct], times_ms[distinct]
     sent, received = sent[distinct], received[distinct]
+    times = times_ms / 1000.0
 
     follows = ~_segment_starts(pair)
     interval_pair = pair[follows]
+    # Seconds as score_pair has them (percent_beacon rounds them), and exact milliseconds for
+    # the quantiles (integers sort fast).
     intervals = np.diff(times)[follows[1:]] if len(times) else times
-    timing, median, mad = _regularity(interval_pair, intervals, pairs)
+    intervals_ms = np.diff(times_ms)[follows[1:]] if len(times) else times_ms
+    timing, median_ms, mad_ms = _regularity(interval_pair, intervals_ms, pairs)
+    median, mad = median_ms / 1000.0, mad_ms / 1000.0
     size_parts = []
     for sizes in (sent, received):
         logged = sizes >= 0
@@ -146,13 +154,38 @@ def _score_view(
     )
 
 
+# Sorting by (segment, value) packs both in one int64 when the values fit (milliseconds up to
+# 139 years, sizes up to 4 TB): ten times faster than a two-key lexsort.
+VALUE_BITS = 42
+
+
+def _packable(values: np.ndarray) -> bool:
+    return values.dtype.kind == "i" and (
+        not len(values) or (values.min() >= 0 and values.max() < 1 << VALUE_BITS)
+    )
+
+
+def _order_within(segment: np.ndarray, values: np.ndarray, stable: bool = False) -> np.ndarray:
+    """Indices that sort non-negative integer `values` by (segment, value)."""
+    if not _packable(values):
+        return np.lexsort((values, segment))
+    key = (segment.astype(np.int64) << VALUE_BITS) | values
+    return np.argsort(key, kind="stable" if stable else None)
+
+
+def _sorted_within(segment: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Non-negative integer `values` sorted by (segment, value)."""
+    if not _packable(values):
+        return values[np.lexsort((values, segment))]
+    key = np.sort((segment.astype(np.int64) << VALUE_BITS) | values)
+    return key & ((1 << VALUE_BITS) - 1)
+
+
 def _quantiles(
     segment: np.ndarray, values: np.ndarray, pairs: int, quantiles: tuple[float, ...]
-) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """numpy's linear-interpolation percentiles per segment; also the sorted values' order and
-    the segment sizes."""
-    order = np.lexsort((values, segment))
-    ordered = values[order]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """numpy's linear-interpolation percentiles per segment, and the segment sizes."""
+    ordered = _sorted_within(segment, values).astype(np.float64)
     size = np.bincount(segment, minlength=pairs)
     begin = np.r_[0, np.cumsum(size)[:-1]]
     last = np.maximum(size - 1, 0)
@@ -167,15 +200,22 @@ def _quantiles(
         # numpy's lerp, including its switch of end for fractions >= 0.5
         diff = b - a
         result.append(np.where(fraction >= 0.5, b - diff * (1 - fraction), a + diff * fraction))
-    return result, order, size
+    return result, size
 
 
 def _regularity(
     segment: np.ndarray, values: np.ndarray, pairs: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`regularity` per segment, with each segment's median and MAD."""
-    (q1, q2, q3), _, size = _quantiles(segment, values, pairs, (0.25, 0.5, 0.75))
-    (mad,), _, _ = _quantiles(segment, np.abs(values - q2[segment]), pairs, (0.5,))
+    """`regularity` per segment of integer values, with each segment's median and MAD."""
+    (q1, q2, q3), size = _quantiles(segment, values, pairs, (0.25, 0.5, 0.75))
+    if _packable(values):
+        # A median is a value or the mean of two: doubled, deviations from it stay integers.
+        doubled_median = np.rint(2 * q2).astype(np.int64)
+        deviations = np.abs(2 * values - doubled_median[segment])
+        (doubled_mad,), _ = _quantiles(segment, deviations, pairs, (0.5,))
+        mad = doubled_mad / 2
+    else:  # sizes beyond 4 TB: floats, sorted the slow way
+        (mad,), _ = _quantiles(segment, np.abs(values - q2[segment]), pairs, (0.5,))
     spread = q3 - q1
     with np.errstate(divide="ignore", invalid="ignore"):
         skew = np.where(spread > 0, (q1 + q3 - 2 * q2) / spread, 0.0)
@@ -290,7 +330,7 @@ def _percent_beacon(interval_pair: np.ndarray, intervals: np.ndarray, pairs: int
     total = np.bincount(segment, minlength=pairs)
     if not len(deltas):
         return np.zeros(pairs)
-    order = np.lexsort((deltas, segment))
+    order = _order_within(segment, deltas)
     segment, deltas = segment[order], deltas[order]
     value_start = _segment_starts(segment) | np.r_[True, deltas[1:] != deltas[:-1]]
     starts = np.flatnonzero(value_start)

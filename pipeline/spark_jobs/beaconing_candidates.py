@@ -119,12 +119,12 @@ def _beacon_rows(pairs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
 
     def flat(column: str) -> np.ndarray:
-        return np.concatenate(pairs[column].to_numpy()).astype(np.float64)
+        return np.concatenate(pairs[column].to_numpy()).astype(np.int64)
 
     lengths = pairs["event_ms"].map(len).to_numpy()
     scores = score_pairs(
         np.r_[0, np.cumsum(lengths)],
-        flat("event_ms") / 1000.0,
+        flat("event_ms"),
         flat("sent_bytes"),
         flat("received_bytes"),
         np.maximum(pairs["observed_seconds"].to_numpy(dtype=np.float64), 3600.0),
