@@ -42,8 +42,9 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from pipeline.spark_jobs import lake
 from pipeline.spark_jobs.commonsecuritylog import COLUMNS as KNOWN_COLUMNS
@@ -62,38 +63,52 @@ PORTAL_TIMESTAMP = "M/d/yyyy, h:mm:ss[.SSS] a"
 # A timestamp must carry a time of day: Spark would read "2026-03-10" or "2026" as midnight.
 HAS_TIME_OF_DAY = r"[0-9]:[0-9]{2}"
 PROTOCOL_NUMBERS = {"1": "ICMP", "6": "TCP", "17": "UDP", "58": "ICMPV6"}
-FOLDER_PATTERN = r"/y=(\d{4})/m=(\d{2})/d=(\d{2})/h=(\d{2})/"
+# `/y=2026/m=03/d=22/h=02/`: fixed width, so year, month, day and hour are substrings of the one
+# match (1-based offsets 4, 11, 16, 21) instead of one regex search of the path per field.
+FOLDER_PATTERN = r"/y=\d{4}/m=\d{2}/d=\d{2}/h=\d{2}/"
 WORKSPACE_PATTERN = r"/workspaces/([^/]+)/y="
 # Drift report: at most this many unknown column names per day, each cut to this length.
 MAX_UNKNOWN_COLUMNS = 20
 MAX_COLUMN_NAME = 64
+# Only TimeGenerated: enough to tell which late-window lines can belong to the run's days.
+TIME_ONLY = T.StructType([EXPORT_RECORD["TimeGenerated"]])
 
 
 def _present(column: Column) -> Column:
     return column.isNotNull() & (F.trim(column) != "")
 
 
-def _whole_number(name: str, low: int, high: int) -> tuple[Column, Column]:
-    """(typed value, is-bad flag) for a numeric field sent as a JSON number or a string."""
-    raw = F.col(name)
-    number = F.expr(f"try_cast(trim(`{name}`) as double)")
+def _whole_number(raw: Column, low: int, high: int) -> Column:
+    """A numeric field sent as a JSON number or a string, typed; null when absent or not a whole
+    number in range (so `_present(raw) & typed.isNull()` is the is-bad flag)."""
+    number = F.trim(raw).try_cast("double")
     # Range first: floor() of a huge double overflows (an error under ANSI mode), and CASE WHEN
     # is the one construct Spark guarantees to evaluate lazily.
     valid = F.coalesce(F.when(number.between(low, high), number == F.floor(number)), F.lit(False))
-    bad = _present(raw) & ~valid
-    return F.when(valid, number.cast("long")), bad
+    return F.when(valid, number.cast("long"))
 
 
-def _ip(name: str) -> tuple[Column, Column]:
-    """(normalised text, is-valid) for an IPv4 or IPv6 address, without a Python UDF."""
-    value = F.lower(F.trim(F.col(name)))
+def _ip_ok(value: Column) -> Column:
+    """Whether a normalised (trimmed, lower-case) text is an IPv4 or IPv6 address, without a
+    Python UDF."""
     # An embedded IPv4 tail (::ffff:1.2.3.4) counts as two hex groups.
     hex_form = F.regexp_replace(value, f":{IPV4_TEXT}$", ":0:0")
     groups = F.size(F.filter(F.split(hex_form, ":"), lambda g: g != ""))
     ipv6 = value.contains(":") & (
         hex_form.rlike(IPV6_FULL) | (hex_form.rlike(IPV6_COMPRESSED) & (groups <= 7))
     )
-    return value, F.coalesce(value.rlike(IPV4) | ipv6, F.lit(False))
+    return F.coalesce(value.rlike(IPV4) | ipv6, F.lit(False))
+
+
+def _timestamp(text: Column) -> Column:
+    """TimeGenerated typed: ISO 8601 with a time of day, or the portal form; null otherwise."""
+    trimmed = F.trim(text)
+    return F.when(
+        text.rlike(HAS_TIME_OF_DAY),
+        F.coalesce(
+            trimmed.try_cast("timestamp"), F.try_to_timestamp(trimmed, F.lit(PORTAL_TIMESTAMP))
+        ),
+    )
 
 
 def _classify(
@@ -101,79 +116,146 @@ def _classify(
 ) -> DataFrame:
     """One row per input line with `status` (kept, quarantined, other_day, blank,
     vendor_filtered), `reason` for quarantined lines, the target `date` and the line's JSON
-    `unknown_columns` (for the schema-drift count)."""
-    # The line is exactly one JSON value when `[line,"nonce"]` is a two-element array ending in
-    # the nonce: text after the object (`{…} junk`, `{…}{…}`, `{…}]…`) cannot produce that.
-    # Parsing the line a second time is only needed when a `}` comes before its end: a flat
-    # record (the export's normal line) closes its one object with its first `}`.
+    `unknown_columns` (for the schema-drift count). Lines of the next day's folders that cannot
+    belong to `days` are left out (see the pre-filter below)."""
+    # The next day's lines are read only for the late records of `days`. Such a line counts for
+    # the run only as a session row or as vendor_filtered (anything else in it is the next
+    # day's business, status other_day), and both need a TimeGenerated on one of `days`.
+    # Parsing only that field, with the same parser, options and typing, keeps every such line
+    # and drops the rest (a third of what a daily run reads) before the expensive part. Lines of
+    # the days' own folders all go on (a cheap superset test of the path, exact below).
+    own_path = F.lit(False)
+    for day in days:
+        folder_of_day = f"/y={day:%Y}/m={day:%m}/d={day:%d}/h="
+        own_path = own_path | F.col("source_file").contains(folder_of_day)
+    may_belong = F.to_date(
+        _timestamp(F.from_json("value", TIME_ONLY).getField("TimeGenerated"))
+    ).isin(days)
+    lines = raw.filter(own_path | may_belong)
+
+    # Facts of the raw line, before the full parse. The line is exactly one JSON value when
+    # `[line,"nonce"]` is a two-element array ending in the nonce: text after the object
+    # (`{…} junk`, `{…}{…}`, `{…}]…`) cannot produce that. Parsing the line a second time is
+    # only needed when a `}` comes before its end: a flat record (the export's normal line)
+    # closes its one object with its first `}`. In valid UTF-8 that test is done on bytes
+    # (a `}` byte is always the character): counting characters costs two walks of the line,
+    # three times the CPU. Invalid UTF-8 keeps the character test, which can skip a `}`.
     wrapped = F.concat(F.lit("["), F.col("value"), F.lit(f',"{nonce}"]'))
-    flat_object = F.locate("}", F.col("value")) == F.length(F.rtrim(F.col("value")))
-    parsed = raw.select(
+    flat_object = F.when(
+        F.is_valid_utf8("value"),
+        F.octet_length(F.substring_index("value", "}", 1)) + 1 == F.octet_length(F.rtrim("value")),
+    ).otherwise(F.locate("}", F.col("value")) == F.length(F.rtrim(F.col("value"))))
+    folder = F.regexp_extract("source_file", FOLDER_PATTERN, 0)
+    folder_day = F.to_date(
+        F.concat_ws(
+            "-", F.substring(folder, 4, 4), F.substring(folder, 11, 2), F.substring(folder, 16, 2)
+        )
+    )
+    keys = lines.select(
         "value",
         "source_file",
+        folder_day.alias("folder_day"),
+        F.substring(folder, 21, 2).cast("int").alias("folder_hour"),
+        F.col("value").rlike(r"^\s*$").alias("_blank"),
+        F.when(flat_object, F.lit(True))
+        .otherwise(F.coalesce(F.get_json_object(wrapped, "$[1]") == nonce, F.lit(False)))
+        .alias("_single"),
+        F.json_object_keys("value").alias("_keys"),
+    )
+    distinct_keys = F.array_distinct("_keys")
+    parsed = keys.select(
+        "value",
+        "source_file",
+        "folder_day",
+        "folder_hour",
+        F.coalesce(
+            F.date_format("folder_day", "yyyy-MM-dd").isin([d.isoformat() for d in days]),
+            F.lit(False),
+        ).alias("own_folder"),
+        "_blank",
+        "_single",
+        (F.size("_keys") != F.size(distinct_keys)).alias("_duplicate_key"),
+        # Only the names that are not CommonSecurityLog's (usually none) travel on.
+        F.filter(distinct_keys, lambda name: ~name.isin(sorted(KNOWN_COLUMNS))).alias(
+            "unknown_columns"
+        ),
         F.from_json(
             "value",
             EXPORT_RECORD,
             {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT_COLUMN},
         ).alias("r"),
-        F.when(flat_object, F.lit(True))
-        .otherwise(F.coalesce(F.get_json_object(wrapped, "$[1]") == nonce, F.lit(False)))
-        .alias("_single"),
-        F.json_object_keys("value").alias("_keys"),
-    ).select("value", "source_file", "_single", "_keys", "r.*")
+    )
 
-    folder_day = F.to_date(
-        F.concat_ws(
-            "-",
-            F.regexp_extract("source_file", FOLDER_PATTERN, 1),
-            F.regexp_extract("source_file", FOLDER_PATTERN, 2),
-            F.regexp_extract("source_file", FOLDER_PATTERN, 3),
-        )
-    )
-    folder_hour = F.regexp_extract("source_file", FOLDER_PATTERN, 4).cast("int")
-    ts = F.when(
-        F.col("TimeGenerated").rlike(HAS_TIME_OF_DAY),
-        F.coalesce(
-            F.expr("try_cast(trim(TimeGenerated) as timestamp)"),
-            F.expr(f"try_to_timestamp(trim(TimeGenerated), '{PORTAL_TIMESTAMP}')"),
-        ),
-    )
-    source_ip, source_ok = _ip("SourceIP")
-    destination_ip, destination_ok = _ip("DestinationIP")
-    source_port, source_port_bad = _whole_number("SourcePort", 0, 65535)
-    destination_port, destination_port_bad = _whole_number("DestinationPort", 0, 65535)
-    sent, sent_bad = _whole_number("SentBytes", 0, 2**62)
-    received, received_bad = _whole_number("ReceivedBytes", 0, 2**62)
-    protocol = F.upper(F.trim("Protocol"))
+    # Every field is typed once; the quarantine reasons are read off the typed values.
+    # Spark generates everything from here to the cache as one Java method (from_json above
+    # ends the previous one), and HotSpot never JIT-compiles a method of more than 8000 bytes
+    # of bytecode: it runs interpreted, at about twice the CPU. It is ~7000 bytes now (it was
+    # 12000 when fields were typed twice and the line's facts were checked here too); hence
+    # also one validation for both addresses (`forall`). Adding work below can cross the limit.
+    def field(name: str) -> Column:
+        return F.col("r").getField(name)
+
+    protocol = F.upper(F.trim(field("Protocol")))
     protocol = F.coalesce(
         F.create_map(*[F.lit(x) for kv in PROTOCOL_NUMBERS.items() for x in kv])[protocol], protocol
     )
-    staged = (
-        parsed.withColumn("folder_day", folder_day)
-        .withColumn("folder_hour", folder_hour)
-        .withColumn("ts", ts)
+    typed = parsed.select(
+        "value",
+        "source_file",
+        "folder_day",
+        "folder_hour",
+        "own_folder",
+        "_blank",
+        "_duplicate_key",
+        "unknown_columns",
+        (field(CORRUPT_COLUMN).isNotNull() | ~F.col("_single")).alias("_malformed"),
+        _present(field("TimeGenerated")).alias("_has_timestamp"),
+        _timestamp(field("TimeGenerated")).alias("TimeGenerated"),
+        (_present(field("SourceIP")) & _present(field("DestinationIP"))).alias("_has_ips"),
+        F.lower(F.trim(field("SourceIP"))).alias("SourceIP"),
+        F.lower(F.trim(field("DestinationIP"))).alias("DestinationIP"),
+        _present(field("SourcePort")).alias("_has_source_port"),
+        _whole_number(field("SourcePort"), 0, 65535).alias("SourcePort"),
+        _present(field("DestinationPort")).alias("_has_destination_port"),
+        _whole_number(field("DestinationPort"), 0, 65535).alias("DestinationPort"),
+        _present(field("SentBytes")).alias("_has_sent_bytes"),
+        _whole_number(field("SentBytes"), 0, 2**62).alias("SentBytes"),
+        _present(field("ReceivedBytes")).alias("_has_received_bytes"),
+        _whole_number(field("ReceivedBytes"), 0, 2**62).alias("ReceivedBytes"),
+        protocol.alias("Protocol"),
+        F.trim(field("DeviceVendor")).alias("DeviceVendor"),
+        F.trim(field("DeviceProduct")).alias("DeviceProduct"),
+        F.trim(field("DeviceAction")).alias("DeviceAction"),
+        F.lower(F.trim(field("DestinationHostName"))).alias("DestinationHostName"),
     )
+
+    def bad(has: str, typed_value: str) -> Column:
+        return F.col(has) & F.col(typed_value).isNull()
+
     typing_reason = (
-        F.when(F.col(CORRUPT_COLUMN).isNotNull() | ~F.col("_single"), "malformed_json")
-        .when(F.size("_keys") != F.size(F.array_distinct("_keys")), "duplicate_key")
-        .when(~_present(F.col("TimeGenerated")), "missing_timestamp")
-        .when(F.col("ts").isNull(), "bad_timestamp")
-        .when(~_present(F.col("SourceIP")) | ~_present(F.col("DestinationIP")), "missing_ip")
-        .when(~source_ok | ~destination_ok, "bad_ip")
-        .when(source_port_bad | destination_port_bad, "bad_port")
-        .when(sent_bad | received_bad, "bad_bytes")
+        F.when(F.col("_malformed"), "malformed_json")
+        .when(F.col("_duplicate_key"), "duplicate_key")
+        .when(~F.col("_has_timestamp"), "missing_timestamp")
+        .when(F.col("TimeGenerated").isNull(), "bad_timestamp")
+        .when(~F.col("_has_ips"), "missing_ip")
+        .when(~F.forall(F.array("SourceIP", "DestinationIP"), _ip_ok), "bad_ip")
+        .when(
+            bad("_has_source_port", "SourcePort") | bad("_has_destination_port", "DestinationPort"),
+            "bad_port",
+        )
+        .when(
+            bad("_has_sent_bytes", "SentBytes") | bad("_has_received_bytes", "ReceivedBytes"),
+            "bad_bytes",
+        )
     )
-    event_day = F.to_date("ts")
+    event_day = F.to_date("TimeGenerated")
     # A record may sit in its own day's folders or, late, in the next day's first 12 hours.
     belongs_to = F.when(event_day == F.col("folder_day"), event_day).when(
         (event_day == F.date_sub(F.col("folder_day"), 1)) & (F.col("folder_hour") < 12), event_day
     )
     day_strings = [d.isoformat() for d in days]
-    own_folder = F.coalesce(
-        F.date_format("folder_day", "yyyy-MM-dd").isin(day_strings), F.lit(False)
-    )
     vendor_ok = (
-        F.coalesce(F.trim("DeviceVendor").isin(list(device_vendors)), F.lit(False))
+        F.coalesce(F.col("DeviceVendor").isin(list(device_vendors)), F.lit(False))
         if device_vendors
         else F.lit(True)
     )
@@ -182,50 +264,45 @@ def _classify(
         F.when(F.col("target").isNull(), F.lit("timestamp_outside_folder_day")),
     )
     status = (
-        F.when(F.col("value").rlike(r"^\s*$"), "blank")
-        .when(F.col("reason").isNotNull(), F.when(own_folder, "quarantined").otherwise("other_day"))
+        F.when(F.col("_blank"), "blank")
+        .when(
+            F.col("reason").isNotNull(),
+            F.when(F.col("own_folder"), "quarantined").otherwise("other_day"),
+        )
         .when(~F.col("target").isin(day_strings), "other_day")
         .when(~vendor_ok, "vendor_filtered")
         .otherwise("kept")
     )
     return (
-        staged.withColumn("typing_reason", typing_reason)
+        typed.withColumn("typing_reason", typing_reason)
         .withColumn("target", F.date_format(belongs_to, "yyyy-MM-dd"))
         .withColumn("reason", reason)
         .withColumn("status", status)
-        .withColumn("reason", F.when(F.col("status") == "quarantined", F.col("reason")))
-        .withColumn(
-            "date",
-            F.when(F.col("status").isin("kept", "vendor_filtered"), F.col("target")).otherwise(
-                F.date_format("folder_day", "yyyy-MM-dd")
-            ),
-        )
         .select(
             # The raw line is kept only where it is needed (quarantine): the frame is cached.
             F.when(F.col("status") == "quarantined", F.col("value")).alias("value"),
             F.when(F.col("status") == "quarantined", F.col("source_file")).alias("source_file"),
             "status",
-            "reason",
-            "date",
+            F.when(F.col("status") == "quarantined", F.col("reason")).alias("reason"),
+            F.when(F.col("status").isin("kept", "vendor_filtered"), F.col("target"))
+            .otherwise(F.date_format("folder_day", "yyyy-MM-dd"))
+            .alias("date"),
             F.coalesce(F.col("folder_day") != F.to_date("target"), F.lit(False)).alias(
                 "late_arrival"
             ),
-            # Only the names that are not CommonSecurityLog's (usually none) travel on.
-            F.filter(
-                F.array_distinct("_keys"), lambda name: ~name.isin(sorted(KNOWN_COLUMNS))
-            ).alias("unknown_columns"),
-            F.col("ts").alias("TimeGenerated"),
-            source_ip.alias("SourceIP"),
-            source_port.cast("int").alias("SourcePort"),
-            destination_ip.alias("DestinationIP"),
-            destination_port.cast("int").alias("DestinationPort"),
-            protocol.alias("Protocol"),
-            sent.alias("SentBytes"),
-            received.alias("ReceivedBytes"),
-            F.trim("DeviceVendor").alias("DeviceVendor"),
-            F.trim("DeviceProduct").alias("DeviceProduct"),
-            F.trim("DeviceAction").alias("DeviceAction"),
-            F.lower(F.trim("DestinationHostName")).alias("DestinationHostName"),
+            "unknown_columns",
+            "TimeGenerated",
+            "SourceIP",
+            F.col("SourcePort").cast("int").alias("SourcePort"),
+            "DestinationIP",
+            F.col("DestinationPort").cast("int").alias("DestinationPort"),
+            "Protocol",
+            "SentBytes",
+            "ReceivedBytes",
+            "DeviceVendor",
+            "DeviceProduct",
+            "DeviceAction",
+            "DestinationHostName",
             F.regexp_extract("source_file", WORKSPACE_PATTERN, 1).alias("workspace"),
         )
     )
@@ -277,9 +354,21 @@ def run(
     try:
         tallies = classified.groupBy("date", "status", "reason", "late_arrival").count().collect()
         drift = _unknown_columns(classified)
-        sessions = _deduplicated(classified.filter(F.col("status") == "kept")).cache()
-        rows_per_day = {r["date"]: r["count"] for r in sessions.groupBy("date").count().collect()}
-        lake.replace_days(sessions, lake_url, TABLE, days, rows_per_day)
+        # The rows of each day are counted while they are written (an observation: no second
+        # pass, no cache of the sessions). A day has rows exactly when it has kept records,
+        # which is what replacing the days needs to know before the write.
+        counted = Observation()
+        sessions = _deduplicated(classified.filter(F.col("status") == "kept")).observe(
+            counted,
+            F.count(F.lit(1)).alias("rows"),  # (an observation needs one metric at least)
+            *[F.count_if(F.col("date") == d.isoformat()).alias(d.isoformat()) for d in days],
+        )
+        kept_per_day: dict[str, int] = defaultdict(int)
+        for row in tallies:
+            if row["status"] == "kept":
+                kept_per_day[row["date"]] += row["count"]
+        lake.replace_days(sessions, lake_url, TABLE, days, kept_per_day)
+        rows_per_day = {d.isoformat(): counted.get[d.isoformat()] for d in days}
         quarantine = classified.filter(F.col("status") == "quarantined").select(
             "reason",
             "source_file",
@@ -293,7 +382,6 @@ def run(
             if row["status"] == "quarantined":
                 quarantined_per_day[row["date"]] += row["count"]
         lake.replace_days(quarantine, lake_url, QUARANTINE_TABLE, days, quarantined_per_day)
-        sessions.unpersist()
     finally:
         classified.unpersist()
 
