@@ -259,7 +259,9 @@ def enrich(
         kept = cache[~cache["ip"].isin([e["ip"] for e in new_entries])]
         new = _typed(pd.DataFrame.from_records(new_entries), CACHE_COLUMNS)
         write_cache(lake_url, pd.concat([kept, new], ignore_index=True) if len(kept) else new)
-    frame = pd.DataFrame.from_records(
+    # Not from_records(index=…): with no addresses (a day without candidates) it reads the empty
+    # index as a list of index fields and fails.
+    frame = pd.DataFrame(
         [rows[a] for a in unique], index=pd.Index(unique, dtype=object), columns=list(WHOIS_COLUMNS)
     )
     return _typed(frame, WHOIS_COLUMNS), report

@@ -134,6 +134,12 @@ def test_no_network_leaves_a_reason_and_the_run_continues(tmp_path):
     assert report.looked_up == 1 and report.stopped_because == status
 
 
+def test_a_day_without_candidates_gets_an_empty_whois_table(tmp_path):
+    frame, report = run(str(tmp_path / "lake"), "https://127.0.0.1:9/registry", addresses=[])
+    assert frame.empty and list(frame.columns) == list(rdap.WHOIS_COLUMNS)
+    assert report.looked_up == 0
+
+
 def test_rate_limit_spaces_requests():
     """The limiter waits out the interval between request starts (fake clock, no sleeping)."""
     now = [100.0]
