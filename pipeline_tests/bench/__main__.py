@@ -99,7 +99,8 @@ def main() -> None:
         print(
             f"  {measured.wall_seconds:.1f} s wall, peak {measured.peak_rss_mb:,.0f} MB "
             f"(JVM {measured.peak_jvm_rss_mb:,.0f}, driver {measured.peak_driver_rss_mb:,.0f}, "
-            f"Python workers {measured.peak_workers_rss_mb:,.0f} MB); {measured.inner}",
+            f"Python workers {measured.peak_workers_rss_mb:,.0f} MB; JVM heap after GC "
+            f"{measured.peak_heap_after_gc_mb:,.0f} MB); {measured.inner}",
             flush=True,
         )
         steps[name] = measured
@@ -164,19 +165,28 @@ def main() -> None:
         ),
     ]
     if not args.skip_memory:
-        half_peak = steps[f"backfill_{len(backfill_days) // 2}_days"].peak_rss_mb
-        growth = full.peak_rss_mb / half_peak
+        half_step = steps[f"backfill_{len(backfill_days) // 2}_days"]
+        growth = full.peak_rss_mb / half_step.peak_rss_mb
         results["peak_memory_growth_when_days_double"] = growth
+        # Not a target, the explanation of one: resident memory follows the heap the JVM grew
+        # into; the heap after a collection follows the data the run holds.
+        results["jvm_heap_after_gc_growth_when_days_double"] = (
+            full.peak_heap_after_gc_mb / half_step.peak_heap_after_gc_mb
+        )
         targets.append(("peak memory flat (±20 %) when days double", growth, growth <= 1.2))
     results["targets"] = [{"target": t, "measured": round(v, 2), "met": ok} for t, v, ok in targets]
     (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
 
     print()
-    print(f"{'step':<28}{'wall s':>9}{'inner s':>9}{'JVM s':>8}{'peak MB':>10}")
+    print(f"{'step':<28}{'wall s':>9}{'inner s':>9}{'JVM s':>8}{'peak MB':>10}{'heap MB':>10}")
     for name, m in steps.items():
         inner = m.inner.get("run_seconds", float("nan"))
         jvm = m.inner.get("jvm_seconds", float("nan"))
-        print(f"{name:<28}{m.wall_seconds:>9.1f}{inner:>9.1f}{jvm:>8.1f}{m.peak_rss_mb:>10,.0f}")
+        print(
+            f"{name:<28}{m.wall_seconds:>9.1f}{inner:>9.1f}{jvm:>8.1f}{m.peak_rss_mb:>10,.0f}"
+            f"{m.peak_heap_after_gc_mb:>10,.0f}"
+        )
+    print("(peak MB: process tree PSS; heap MB: the JVM's heap after a collection, at its peak)")
     print()
     print(
         f"ingest: {full.inner['records_ingested']:,} records in {ingest_seconds:.1f} s = "

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
+import re
 import subprocess
 import sys
 import threading
@@ -31,6 +33,9 @@ class Measured:
     peak_jvm_rss_mb: float
     peak_driver_rss_mb: float  # the Python process that runs Dagster and drives Spark
     peak_workers_rss_mb: float  # Spark's Python workers (scoring), summed
+    # The JVM's heap right after a collection, at its largest: live data plus what that
+    # collection left, not the heap the JVM has grown into (NaN without a JVM).
+    peak_heap_after_gc_mb: float = math.nan
     inner: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,9 +67,25 @@ def _sample_tree(root: psutil.Process, peaks: dict[str, float], stop: threading.
         stop.wait(0.5)
 
 
+# JDK 17 unified GC log: `… GC(12) Pause Young (Normal) (G1 Evacuation Pause) 812M->301M(4096M) …`
+GC_PAUSE = re.compile(r"\bGC\(\d+\) Pause .* (\d+)M->(\d+)M\((\d+)M\)")
+
+
+def heap_after_gc_mb(gc_log: Path) -> float:
+    """The largest heap occupancy right after a collection in a JVM's GC log."""
+    if not gc_log.exists():
+        return math.nan
+    after = [int(m.group(2)) for m in GC_PAUSE.finditer(gc_log.read_text(errors="replace"))]
+    return float(max(after)) if after else math.nan
+
+
 def run_step(name: str, module: str, args: list[str], env: dict[str, str], log: Path) -> Measured:
     """Run `python -m module args` to completion; raise with its log tail if it fails."""
     started = time.monotonic()
+    gc_log = log.with_suffix(".gc.log")
+    gc_log.unlink(missing_ok=True)
+    # The java launcher reads JDK_JAVA_OPTIONS, so the step's Spark JVM logs its collections.
+    env = {**env, "JDK_JAVA_OPTIONS": f"-Xlog:gc:file={gc_log}"}
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", module, *args],
@@ -101,7 +122,14 @@ def run_step(name: str, module: str, args: list[str], env: dict[str, str], log: 
         if line.startswith(PREFIX):
             inner = json.loads(line[len(PREFIX) :])
     return Measured(
-        name, wall, peaks["total"], peaks["jvm"], peaks["driver"], peaks["workers"], inner
+        name,
+        wall,
+        peaks["total"],
+        peaks["jvm"],
+        peaks["driver"],
+        peaks["workers"],
+        heap_after_gc_mb(gc_log),
+        inner,
     )
 
 
