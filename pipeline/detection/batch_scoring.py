@@ -12,7 +12,7 @@ equal to it, pair by pair.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from pipeline.detection.scoring import (
     MIN_INTERVALS,
     NOTEBOOK_MIN_DELTA_S,
     NOTEBOOK_NEIGHBOURS,
+    PairScore,
 )
 
 HISTOGRAM_BINS = len(HISTOGRAM_EDGES_S) - 1
@@ -52,6 +53,19 @@ class PairScores:
         """Replace the entries of the pairs in `where` by `other`'s."""
         for name in self.__dataclass_fields__:
             getattr(self, name)[where] = getattr(other, name)[where]
+
+    def pair(self, i: int) -> PairScore:
+        """Pair i's score as `score_pair` returns it (for a scored pair)."""
+        size = float(self.size_score[i])
+        values = {
+            f.name: float(getattr(self, f.name)[i]) for f in fields(PairScore) if f.type == "float"
+        }
+        return PairScore(
+            **values,
+            size_score=None if np.isnan(size) else size,
+            interval_histogram=self.interval_histogram[i].tolist(),
+            view="burst starts" if self.burst_view[i] else "all",
+        )
 
 
 def score_pairs(

@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline.detection.batch_scoring import score_pairs
-from pipeline.detection.scoring import PairScore, describe
+from pipeline.detection.scoring import describe
 from pipeline.spark_jobs import lake
 from pipeline.spark_jobs.networks import is_in_networks, is_internal
 from pipeline.spark_jobs.pair_daily_stats import STROBE_CONNECTIONS_PER_DAY
@@ -135,29 +135,16 @@ def _beacon_rows(pairs: pd.DataFrame) -> pd.DataFrame:
     for name in SCORE_COLUMNS:
         rows[name] = getattr(scores, name)[kept]
     rows["interval_histogram"] = list(scores.interval_histogram[kept])
-    views = np.where(scores.burst_view[kept], "burst starts", "all")
     rows["reasons"] = [
         describe(
-            PairScore(
-                score=r.score,
-                timing_score=r.timing_score,
-                size_score=None if np.isnan(r.size_score) else r.size_score,
-                histogram_score=r.histogram_score,
-                duration_score=r.duration_score,
-                median_interval_s=r.median_interval_s,
-                interval_mad_s=r.interval_mad_s,
-                percent_beacon=r.percent_beacon,
-                hours_active_ratio=r.hours_active_ratio,
-                interval_histogram=[],
-                view=view,
-            ),
+            scores.pair(i),
             days_seen=r.days_seen,
             window_days=r.window_days_present,
             first_seen_age_days=r.first_seen_age_days,
             internal_sources_to_destination=r.internal_sources_to_destination,
             internal_sources=r.internal_sources,
         )
-        for r, view in zip(rows.itertuples(index=False), views, strict=True)
+        for i, r in zip(np.flatnonzero(kept), rows.itertuples(index=False), strict=True)
     ]
     return rows[columns]
 
@@ -184,12 +171,12 @@ def _strobe_row(pair: Any) -> dict[str, Any]:
     }
 
 
-def _window_pairs(stats: DataFrame, windows: DataFrame, params: DetectionParams) -> DataFrame:
-    """One slim row per (target day, pair) over the target's window: counts, first and last
-    seen, bytes; no event arrays. Small (a row per pair, not per pair and day), so it is cached
+def _window_pairs(fanned: DataFrame, params: DetectionParams) -> DataFrame:
+    """From `fanned` (daily summaries joined to each target day whose window holds them): one
+    slim row per (target day, pair) over the window: counts, first and last seen, bytes; no
+    event arrays. Small (a row per pair, not per pair and day), so it is cached
     and every window-wide context is computed from it. Only fixed-width aggregates: a string
     one (max, first) would turn this hash aggregation into a sort."""
-    fanned = stats.join(F.broadcast(windows), "date")
     return (
         fanned.groupBy("target", *PAIR_KEY)
         .agg(
@@ -211,7 +198,7 @@ def _window_pairs(stats: DataFrame, windows: DataFrame, params: DetectionParams)
 
 
 def _candidate_pairs(
-    stats: DataFrame, windows: DataFrame, window_pairs: DataFrame, params: DetectionParams
+    fanned: DataFrame, windows: DataFrame, window_pairs: DataFrame, params: DetectionParams
 ) -> DataFrame:
     """One row per (target day, pair) worth scoring, with its context and, unless it is a
     strobe, its events over the window (times in ms from the window's start)."""
@@ -243,8 +230,7 @@ def _candidate_pairs(
     day = F.to_date("date")
     offset_ms = F.datediff(day, F.to_date("window_start")).cast("long") * MS_PER_DAY
     events = (
-        stats.join(F.broadcast(windows), "date")
-        .join(pairs.select("target", *PAIR_KEY), ["target", *PAIR_KEY])
+        fanned.join(pairs.select("target", *PAIR_KEY), ["target", *PAIR_KEY])
         .groupBy("target", *PAIR_KEY)
         .agg(
             F.flatten(
@@ -378,8 +364,9 @@ def _score_days(
         "date string, target string, window_start string, window_days_present int",
     )
     stats = lake.read_days(spark, lake_url, STATS_TABLE, sorted(present), PAIR_DAILY_STATS)
-    window_pairs = _window_pairs(stats, windows_frame, params).cache()
-    pairs = _candidate_pairs(stats, windows_frame, window_pairs, params)
+    fanned = stats.join(F.broadcast(windows_frame), "date")
+    window_pairs = _window_pairs(fanned, params).cache()
+    pairs = _candidate_pairs(fanned, windows_frame, window_pairs, params)
     scored = pairs.mapInPandas(_score_batches, SCORED)
     reported = select_reported(scored, params).cache()
     try:
