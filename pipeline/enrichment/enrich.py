@@ -7,9 +7,8 @@ database, indicator file and RDAP cache is opened once, and each destination loo
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 import pyarrow as pa
@@ -56,11 +55,17 @@ class Enriched:
     sources: dict[str, Any]
 
 
+class SentinelIndicators(Protocol):
+    """Sentinel's active indicators at `now` (None when no workspace is configured)."""
+
+    def __call__(self, settings: Settings, *, now: dt.datetime) -> pd.DataFrame | None: ...
+
+
 def enrich_days(
     settings: Settings,
     candidates_by_day: dict[dt.date, pd.DataFrame],
     now: dt.datetime,
-    sentinel_indicators: Callable[[Settings], pd.DataFrame | None] | None = None,
+    sentinel_indicators: SentinelIndicators | None = None,
 ) -> Enriched:
     """Enrich and rank each day's candidates; `sentinel_indicators` adds Sentinel's TI."""
     sources: dict[str, Any] = {
@@ -79,7 +84,8 @@ def enrich_days(
     local_frame, sources["threat_intel_file"] = load_local_indicators(settings, now)
     indicator_frames: list[pd.DataFrame | None] = [local_frame]
     if sentinel_indicators is not None:
-        sentinel_frame = sentinel_indicators(settings)
+        # The same `now` as every other source: a run's indicators are those valid at its time.
+        sentinel_frame = sentinel_indicators(settings, now=now)
         indicator_frames.append(sentinel_frame)
         sources["threat_intel_sentinel"] = (
             "not configured (LOG_ANALYTICS_WORKSPACE_ID)"
