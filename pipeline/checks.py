@@ -80,8 +80,9 @@ def export_schema_drift(blob_urls_per_day: Mapping[str, Sequence[str]]) -> dict[
 def low_coverage_days(report: Mapping[str, Mapping[str, Any]], minimum: float) -> dict[str, float]:
     """Days whose lookback window has less than `minimum` of its days in the lake.
 
-    The window counts from BEACON_START_DATE on (Dagster clips it there): a new deployment's
-    first days are not "missing" history, a hole in the lake is.
+    The window counts from where history starts (BEACON_START_DATE, or the lake's first day of
+    pair_daily_stats when later): a new deployment's first days are not "missing" history, a
+    hole in the lake is.
     """
     low = {}
     for day, facts in report.items():

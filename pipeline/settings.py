@@ -577,7 +577,8 @@ SPECS: tuple[SettingSpec, ...] = (
         "BEACON_MIN_WINDOW_COVERAGE",
         "0.5",
         "The coverage check fails a day (and stops it before the watchlist) when less than this "
-        "share of its lookback window's days (from `BEACON_START_DATE` on) is in the lake.",
+        "share of its lookback window's days is in the lake. The window counts from where history "
+        "starts: `BEACON_START_DATE`, or the lake's first day when later.",
         _float_between(0.0, 1.0),
         "min_window_coverage",
     ),
@@ -732,7 +733,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(
             f"BEACON_LAKE_URL={lake_url!r}: local Spark cannot write Azure storage; use a local "
             "lake path, or run Spark where abfss:// works (BEACON_SPARK=synapse, or cluster with "
-            "hadoop-azure: README, Deploy on Azure)"
+            "hadoop-azure: docs/deploy-azure.md)"
         )
     if problems:
         raise SettingsError("Invalid settings:\n  " + "\n  ".join(problems))
@@ -740,7 +741,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def settings_table_markdown() -> str:
-    """The README's settings table, generated from SPECS so the two never disagree."""
+    """The settings table of docs/settings.md, generated from SPECS so the two never disagree."""
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for spec in SPECS:
         default = f"`{spec.default}`" if spec.default else "(empty)"

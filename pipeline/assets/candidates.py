@@ -96,7 +96,7 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                 description=(
                     "Fails (and stops the day before the watchlist) when a day's lookback window "
                     f"has less than {settings.min_window_coverage:.0%} of its days (from the "
-                    "start date on) in the lake."
+                    "start date, or the lake's first day when later) in the lake."
                 ),
             )
         ],

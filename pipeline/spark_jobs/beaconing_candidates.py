@@ -95,9 +95,18 @@ class DetectionParams:
     allowlist: tuple[tuple[str, str], ...] = ()  # (kind, value): kind is "cidr" or "domain"
 
 
-def window_of(day: dt.date, params: DetectionParams) -> list[dt.date]:
-    """The days of `day`'s lookback window, clipped at the first partition."""
+def window_of(
+    day: dt.date, params: DetectionParams, history_start: dt.date | None = None
+) -> list[dt.date]:
+    """The days of `day`'s lookback window, clipped where history starts: the first partition,
+    or the lake's first day of pair_daily_stats when that is later.
+
+    Days before the lake's first day were never ingested (a new deployment, or a demo of the
+    last few days under an early start date): they are not missing history. A hole after it is.
+    """
     start = max(day - dt.timedelta(days=params.lookback_days - 1), params.first_day)
+    if history_start is not None:
+        start = min(max(start, history_start), day)
     return [start + dt.timedelta(days=i) for i in range((day - start).days + 1)]
 
 
@@ -339,9 +348,10 @@ def run(
 def _score_days(
     spark: SparkSession, lake_url: str, days: list[dt.date], params: DetectionParams
 ) -> dict[str, Any]:
-    windows = {day: window_of(day, params) for day in days}
-    needed = sorted({d for window in windows.values() for d in window})
-    present = set(lake.days_present(lake_url, STATS_TABLE, needed))
+    in_lake = lake.days_in_table(lake_url, STATS_TABLE)
+    history_start = in_lake[0] if in_lake else None
+    windows = {day: window_of(day, params, history_start) for day in days}
+    present = set(in_lake) & {d for window in windows.values() for d in window}
     report: dict[str, dict[str, Any]] = {}
     for day, window in windows.items():
         have = [d for d in window if d in present]
@@ -350,7 +360,8 @@ def _score_days(
             "window_days": len(window),
             "window_days_present": len(have),
             "window_days_missing": [d.isoformat() for d in window if d not in present],
-            "window_clipped_by_start_date": len(window) < params.lookback_days,
+            "window_clipped": len(window) < params.lookback_days,
+            "history_start": history_start.isoformat() if history_start else None,
         }
     # Which target days' windows each daily summary belongs to: a broadcast join, so a row is
     # copied once per target that needs it, not once per day of the lookback.

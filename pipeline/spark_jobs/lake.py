@@ -70,18 +70,23 @@ def days_present(lake_url: str, table: str, days: Iterable[dt.date]) -> list[dt.
     return [d for d in days if f"date={d.isoformat()}.json" in names]
 
 
-def latest_day(lake_url: str, table: str) -> dt.date | None:
-    """The most recent day whose manifest exists (one listing)."""
+def days_in_table(lake_url: str, table: str) -> list[dt.date]:
+    """Every day whose manifest exists, oldest first (one listing)."""
     fs, path = _fs(f"{table_url(lake_url, table)}/_manifest")
     if not fs.exists(path):
-        return None
+        return []
     names = [p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)]
-    days = [
-        n[len("date=") : -len(".json")]
+    return sorted(
+        dt.date.fromisoformat(n[len("date=") : -len(".json")])
         for n in names
         if n.startswith("date=") and n.endswith(".json")
-    ]
-    return max((dt.date.fromisoformat(d) for d in days), default=None)
+    )
+
+
+def latest_day(lake_url: str, table: str) -> dt.date | None:
+    """The most recent day whose manifest exists (one listing)."""
+    days = days_in_table(lake_url, table)
+    return days[-1] if days else None
 
 
 def forget_days(lake_url: str, table: str, days: Iterable[dt.date]) -> None:

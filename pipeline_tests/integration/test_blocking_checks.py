@@ -15,17 +15,21 @@ DAY = dt.date(2026, 11, 20)
 
 
 def test_a_day_with_a_thin_window_never_reaches_the_watchlist(tmp_path, spark):
-    # Started five days before DAY, but only DAY is run: its window has 1 of 6 days.
+    # History starts five days before DAY, then nothing until DAY: its window has 2 of 6 days.
+    first = DAY - dt.timedelta(days=5)
     settings = Settings(
         lake_url=str(tmp_path / "lake"),
         export_url=str(tmp_path / "export"),
-        start_date=DAY - dt.timedelta(days=5),
+        start_date=first - dt.timedelta(days=30),
         spark_master="local[2]",
     )
     defs = build_definitions(settings)
+    resources = {"spark": SparkJobRunner(spark_config=spark_config(settings))}
+    # The lake's first day is a whole window: the days before it are not missing history.
+    assert dg.materialize(list(defs.assets), resources=resources, partition_key=first.isoformat())
     result = dg.materialize(
         list(defs.assets),
-        resources={"spark": SparkJobRunner(spark_config=spark_config(settings))},
+        resources=resources,
         partition_key=DAY.isoformat(),
         raise_on_error=False,
     )
@@ -36,7 +40,7 @@ def test_a_day_with_a_thin_window_never_reaches_the_watchlist(tmp_path, spark):
     coverage = checks["window_coverage"]
     assert not coverage.passed
     assert coverage.severity == dg.AssetCheckSeverity.ERROR
-    assert coverage.metadata["days_below_minimum"].value == {DAY.isoformat(): 0.167}
+    assert coverage.metadata["days_below_minimum"].value == {DAY.isoformat(): 0.333}
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert "beaconing_candidates" in materialized
     assert not {"enriched_beacons", "sentinel_watchlist"} & materialized
@@ -45,7 +49,7 @@ def test_a_day_with_a_thin_window_never_reaches_the_watchlist(tmp_path, spark):
     assert not watchlist.exists()
 
     # With a lower minimum the same day goes through to the watchlist.
-    lower = dataclasses.replace(settings, min_window_coverage=0.1)
+    lower = dataclasses.replace(settings, min_window_coverage=0.3)
     again = dg.materialize(
         list(build_definitions(lower).assets),
         selection=["beaconing_candidates", "enriched_beacons", "sentinel_watchlist"],

@@ -137,7 +137,7 @@ def test_slow_beacon_needs_the_multi_day_window_and_raw_events_are_not_reread(sp
     assert report[last.isoformat()]["window_days_present"] == 7
 
 
-def test_window_reports_missing_days_and_clipping_at_the_start_date(spark, tmp_path):
+def test_window_reports_missing_days_and_clipping_where_history_starts(spark, tmp_path):
     lake_url = str(tmp_path / "lake")
     days = [START, START + dt.timedelta(days=1), START + dt.timedelta(days=3)]  # day 3 missing
     write_sessions(
@@ -148,11 +148,22 @@ def test_window_reports_missing_days_and_clipping_at_the_start_date(spark, tmp_p
     report = beaconing_candidates.run(spark, lake_url=lake_url, days=[target], params=params(21))
     facts = report[target.isoformat()]
     assert facts["window_start"] == START.isoformat()
-    assert facts["window_clipped_by_start_date"] is True
+    assert facts["window_clipped"] is True
     assert facts["window_days"] == 4
     assert facts["window_days_present"] == 3
     assert facts["window_days_missing"] == [(START + dt.timedelta(days=2)).isoformat()]
     assert lake.read_manifest(lake_url, "beaconing_candidates", target)["window_days_present"] == 3
+
+    # An earlier start date changes nothing: history starts at the lake's first day, and the
+    # days before it were never ingested rather than lost.
+    early = params(21, first_day=START - dt.timedelta(days=60))
+    facts = beaconing_candidates.run(spark, lake_url=lake_url, days=[target], params=early)
+    assert facts[target.isoformat()]["window_start"] == START.isoformat()
+    assert facts[target.isoformat()]["history_start"] == START.isoformat()
+    assert facts[target.isoformat()]["window_days"] == 4
+    assert facts[target.isoformat()]["window_days_missing"] == [
+        (START + dt.timedelta(days=2)).isoformat()
+    ]
 
 
 def test_a_timer_shared_by_many_hosts_is_a_schedule_unless_its_destination_is_new(spark, tmp_path):
