@@ -7,25 +7,43 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 DEMO_DAYS ?= 21
 UI_PORT ?= 3000
 
-.PHONY: demo ui test eval bench lint format install java chromium azurite audit clean
+.PHONY: demo ui test eval bench lint format install install-dev java chromium azurite audit clean
 
-$(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required, found " + sys.version' 
+# One venv; each target installs only the extras it needs (demo and ui: none).
+$(VENV)/.python:
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 11) <= v < (3, 14), \
+	  "Python 3.11, 3.12 or 3.13 is required, found " + sys.version.split()[0]'
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { \
+	  echo "Python's venv module is missing: sudo apt-get install python3-venv (Debian/Ubuntu)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.python
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.python
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
+# Spark 4 needs Java 17 or newer (java -version prints e.g. `openjdk version "17.0.15"`).
 java:
-	@command -v java >/dev/null 2>&1 || [ -x "$$JAVA_HOME/bin/java" ] || { \
-	  echo "Spark needs Java 17 and none was found on PATH or in JAVA_HOME."; \
+	@java_bin=$$(command -v java || echo "$$JAVA_HOME/bin/java"); \
+	version=$$("$$java_bin" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1); \
+	[ -n "$$version" ] && [ "$$version" -ge 17 ] || { \
+	  echo "Spark needs Java 17 or newer; found: $${version:-none} ($$java_bin)."; \
 	  echo "Install it: sudo apt-get install openjdk-17-jre-headless (Debian/Ubuntu)"; \
 	  echo "            brew install openjdk@17 (macOS)"; exit 1; }
 
@@ -47,40 +65,42 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: install java $(DAGSTER_HOME)/dagster.yaml
+	@range=$$($(PY) -m pipeline demo-range --days $(DEMO_DAYS)) && \
+	echo "demo: the last $(DEMO_DAYS) complete days, $$range, of generated sample traffic" && \
 	$(VENV)/bin/dagster asset materialize -m pipeline.definitions --select '*' \
-	  --partition-range "$$($(PY) -m pipeline demo-range --days $(DEMO_DAYS))" \
+	  --partition-range "$$range" \
 	  --config-json '{"loggers": {"console": {"config": {"log_level": "INFO"}}}}'
 	$(PY) -m pipeline show
 
 ui: install java $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check pipeline pipeline_tests
 	$(VENV)/bin/ruff format --check pipeline pipeline_tests
 
-format: install
+format: install-dev
 	$(VENV)/bin/ruff check --fix pipeline pipeline_tests
 	$(VENV)/bin/ruff format pipeline pipeline_tests
 
-test: install java chromium azurite lint
+test: install-dev java chromium azurite lint
 	$(VENV)/bin/pytest
 	$(MAKE) audit
 
 # Detection quality on labeled data (the scenario network and the real captures in
 # ../shared/data/captures), ours beside the notebook's query. A report, not a test: ~10 min.
-eval: install java
+eval: install-dev java
 	$(PY) -m pipeline_tests.eval
 
 # Performance on a generated export (150 hosts x 21 days, ~180 k records a day; BENCH_ARGS=
 # "--scale 2" for more). A report with the issue-4 targets, not a test: ~15 min on 2 cores.
 BENCH_ARGS ?=
-bench: install java
+bench: $(VENV)/.installed-bench java
 	$(PY) -m pipeline_tests.bench $(BENCH_ARGS)
 
 # Known vulnerabilities in the installed dependencies (pip-audit). Fails loudly when the
 # vulnerability service cannot be reached; AUDIT=skip skips it explicitly, with a warning.
-audit: install
+audit: install-dev
 	$(PY) pipeline_tests/audit_dependencies.py
 
 clean:
