@@ -209,7 +209,7 @@ def _require_container(
         where = "the connection string" if connection_string else "DefaultAzureCredential"
         raise StorageContainerMissingError(
             f"storage container '{container}' does not exist in storage account '{account}' "
-            f"(reached through {where}): create it (README, Deploy on Azure) or fix the URL"
+            f"(reached through {where}): create it (docs/deploy-azure.md) or fix the URL"
         )
     _containers_seen.add((account, container))
 

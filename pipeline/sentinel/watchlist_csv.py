@@ -28,7 +28,7 @@ COLUMNS = [
     "first_seen",
     "last_seen",
     "reasons",
-    # Enrichment (README "Enrichment columns"); empty where the source is not configured.
+    # Enrichment (docs/detection.md, "Enrichment columns"); empty where a source is not set up.
     "ti_match",
     "ti_source",
     "ti_confidence",
