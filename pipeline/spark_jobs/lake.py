@@ -63,11 +63,8 @@ def read_manifest(lake_url: str, table: str, day: dt.date) -> dict[str, Any] | N
 
 def days_present(lake_url: str, table: str, days: Iterable[dt.date]) -> list[dt.date]:
     """The days among `days` whose manifest exists (one listing, not one call per day)."""
-    fs, path = _fs(f"{table_url(lake_url, table)}/_manifest")
-    if not fs.exists(path):
-        return []
-    names = {p.rsplit("/", 1)[-1] for p in fs.ls(path, detail=False)}
-    return [d for d in days if f"date={d.isoformat()}.json" in names]
+    have = set(days_in_table(lake_url, table))
+    return [d for d in days if d in have]
 
 
 def days_in_table(lake_url: str, table: str) -> list[dt.date]:
