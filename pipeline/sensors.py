@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -154,9 +154,17 @@ def late_export_requests(
     return requests, json.dumps(kept, sort_keys=True), lines
 
 
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
 def build_late_export_sensor(
-    settings: Settings, job: dg.UnresolvedAssetJobDefinition
+    settings: Settings,
+    job: dg.UnresolvedAssetJobDefinition,
+    today: Callable[[], dt.date] = utc_today,
 ) -> dg.SensorDefinition:
+    """`today` is the clock the scan window counts back from (tests pass a fixed day)."""
+
     @dg.sensor(
         name="late_export_sensor",
         job=job,
@@ -172,8 +180,7 @@ def build_late_export_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         if settings.source == "sample":
             return dg.SkipReason("BEACON_SOURCE=sample: generated days never arrive late")
-        today = dt.datetime.now(dt.UTC).date()
-        requests, cursor, lines = late_export_requests(settings, context.cursor, today)
+        requests, cursor, lines = late_export_requests(settings, context.cursor, today())
         for line in lines:
             context.log.info(line)
         if not requests:

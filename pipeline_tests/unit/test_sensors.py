@@ -125,7 +125,7 @@ def test_the_sensor_requests_the_daily_job_for_the_late_day(tmp_path):
 
     defs = build_definitions(settings)
     job = defs.resolve_job_def("daily_beaconing")
-    sensor = build_late_export_sensor(settings, job)
+    sensor = build_late_export_sensor(settings, job, today=lambda: TODAY)
     with dg.instance_for_test() as instance:
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
     assert isinstance(result, dg.SensorResult)
