@@ -49,11 +49,52 @@ def show(limit: int) -> int:
     return 0
 
 
-def demo_range(days: int) -> int:
-    """The last `days` complete UTC days as Dagster's `--partition-range` argument."""
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+# A demo run again weeks later catches up the days since the last one (every window stays
+# whole); beyond this many days that would take long, so it asks for a fresh start instead.
+DEMO_CATCH_UP_MAX_DAYS = 60
+
+
+class DemoRangeError(Exception):
+    pass
+
+
+def demo_days(yesterday: dt.date, days: int, lake_last: dt.date | None) -> tuple[dt.date, dt.date]:
+    """The demo's first and last day: the last `days` complete days, reaching back to the day
+    after `lake_last` (the previous demo's last day) when there is a hole in between."""
     first = yesterday - dt.timedelta(days=days - 1)
-    print(f"{first.isoformat()}...{yesterday.isoformat()}")
+    if lake_last is None or lake_last >= first - dt.timedelta(days=1):
+        return first, yesterday
+    since = lake_last + dt.timedelta(days=1)
+    if (first - since).days > DEMO_CATCH_UP_MAX_DAYS:
+        raise DemoRangeError(
+            f"The demo's lake ends on {lake_last}, {(yesterday - lake_last).days} days ago; "
+            f"catching up more than {DEMO_CATCH_UP_MAX_DAYS} days would take long, and "
+            "skipping them would leave a hole in every window. Start the demo afresh with "
+            "`make clean` (it removes ./.data), then `make demo`."
+        )
+    return since, yesterday
+
+
+def demo_range(days: int) -> int:
+    """Print the demo's days as Dagster's `--partition-range` argument (A...B)."""
+    from pipeline.spark_jobs import lake
+
+    settings = load_settings()
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    # Window coverage is counted on pair_daily_stats, so that is where a hole would show.
+    lake_last = lake.latest_day(settings.lake_url, "pair_daily_stats")
+    try:
+        first, last = demo_days(yesterday, days, lake_last)
+    except DemoRangeError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if (last - first).days + 1 > days:
+        print(
+            f"demo: the lake's last day is {lake_last}; these days also run the "
+            f"{(last - first).days + 1 - days} day(s) since then, so no window has a hole",
+            file=sys.stderr,
+        )
+    print(f"{first.isoformat()}...{last.isoformat()}")
     return 0
 
 
