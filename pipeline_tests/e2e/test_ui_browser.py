@@ -298,6 +298,14 @@ def chromium() -> Iterator[Browser]:
 # --- the test -------------------------------------------------------------------------------
 
 
+def new_page(browser: Browser) -> Page:
+    """A page whose clock is this process's: the UI's date pickers and the server (whose
+    partitions end yesterday) then agree on what yesterday is, under CI's moved clock too."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.clock.set_system_time(dt.datetime.now(dt.UTC))
+    return page
+
+
 @pytest.fixture(scope="module")
 def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
     workdir = tmp_path_factory.mktemp("ui")
@@ -307,7 +315,7 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
     for i in range((last - first).days + 1):
         write_export_day(workdir / "export", first + dt.timedelta(days=i), layout="hourly")
     with DagsterUI.running(workdir, first, "export") as ui, chromium() as browser:
-        page = browser.new_page(viewport=VIEWPORT)
+        page = new_page(browser)
         yield Tour(ui, page, shots)
         page.close()
 
@@ -387,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         shots = workdir / "screenshots"
         shots.mkdir()
         with DagsterUI.running(workdir, first, "sample") as ui, chromium() as browser:
-            tour = Tour(ui, browser.new_page(viewport=VIEWPORT), shots)
+            tour = Tour(ui, new_page(browser), shots)
             tour.open_lineage()
             started = time.monotonic()
             backfill_id = tour.launch_range_backfill(first, last)
