@@ -93,7 +93,7 @@ eval: install-dev java
 	$(PY) -m pipeline_tests.eval
 
 # Performance on a generated export (150 hosts x 21 days, ~180 k records a day; BENCH_ARGS=
-# "--scale 2" for more). A report with the issue-4 targets, not a test: ~15 min on 2 cores.
+# "--scale 2" for more). A report against the performance targets, not a test: ~15 min on 2 cores.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-bench java
 	$(PY) -m pipeline_tests.bench $(BENCH_ARGS)

@@ -7,8 +7,9 @@ backfills all but its last day (half the days, then all of them, to see whether 
 grows with the range), then times as whole processes: the daily run of the last day with a
 21-day and with a 1-day lookback; the notebook's query as shipped over the same 21 days of raw
 JSON on the same Spark settings; and DuckDB computing the per-pair interval statistics over the
-same JSON. Prints records per second per core, peak memory and the ratios against the targets
-of issue 4, and writes everything to WORKDIR/results.json. Not part of `make test`.
+same JSON. Prints records per second per core, peak memory and the ratios against the product's
+performance targets (docs/performance.md), and writes everything to WORKDIR/results.json. Not
+part of `make test`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from pipeline.definitions import build_definitions
@@ -23,16 +24,27 @@ from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.sample.traffic import write_export_day
 from pipeline.settings import load_settings
 from pipeline.spark_jobs import lake, notebook_query
-from pipeline_tests.eval import captures
+from pipeline_tests.eval import captures, held_out
 from pipeline_tests.eval.scenarios import DAYS, FIRST_DAY, ScenarioNetwork
 
 KEY = ["SourceIP", "DestinationIP", "DestinationPort", "Protocol"]
 
 
+INGEST = dg.AssetSelection.assets(
+    "commonsecuritylog_export", "network_sessions", "pair_daily_stats"
+)
+
+
 def run_pipeline(
-    export_url: str, lake_url: str, first: dt.date, last: dt.date, **overrides
+    export_url: str,
+    lake_url: str,
+    first: dt.date,
+    last: dt.date,
+    last_day_only: bool = False,
+    **overrides,
 ) -> pd.DataFrame:
-    """Materialize every asset for first…last in one run; return the last day's candidates."""
+    """Materialize every asset for first…last in one run (or, with `last_day_only`, ingest
+    first…last and the rest for the last day alone); return the last day's candidates."""
     settings = dataclasses.replace(
         load_settings({}),
         **overrides,
@@ -43,16 +55,25 @@ def run_pipeline(
         spark_master="local[2]",
     )
     defs = build_definitions(settings)
-    result = dg.materialize(
-        list(defs.assets),
-        resources={"spark": SparkJobRunner(spark_config=spark_config(settings))},
-        tags={
-            "dagster/asset_partition_range_start": first.isoformat(),
-            "dagster/asset_partition_range_end": last.isoformat(),
-        },
-        raise_on_error=True,
-    )
-    assert result.success
+    resources = {"spark": SparkJobRunner(spark_config=spark_config(settings))}
+    days = {
+        "dagster/asset_partition_range_start": first.isoformat(),
+        "dagster/asset_partition_range_end": last.isoformat(),
+    }
+    if last_day_only:
+        runs = [(INGEST, days), (dg.AssetSelection.all() - INGEST, None)]
+    else:
+        runs = [(dg.AssetSelection.all(), days)]
+    for selection, tags in runs:
+        result = dg.materialize(
+            list(defs.assets),
+            selection=selection,
+            resources=resources,
+            tags=tags,
+            partition_key=None if tags else last.isoformat(),
+            raise_on_error=True,
+        )
+        assert result.success
     path = lake.day_url(lake_url, "beaconing_candidates", last)
     frame = pd.read_parquet(path) if Path(path).exists() else pd.DataFrame(columns=KEY)
     return frame
@@ -137,10 +158,97 @@ def scenario(workdir: Path) -> None:
         )
         for fp in r["false_positives"][:10]:
             print(f"{'':>28}false positive: {fp}")
-    flagged = ours[ours.reasons.str.contains("shared by", na=False)] if not ours.empty else ours
+    flagged = (
+        ours[ours.reasons.str.contains("share this timer", na=False)] if not ours.empty else ours
+    )
     if len(flagged):
-        print(f"\n{len(flagged)} reported pairs note a period shared by several hosts")
+        print(f"\n{len(flagged)} reported pairs note a timer several hosts share")
     print()
+
+
+def held_out_runs(workdir: Path, seeds: tuple[int, ...]) -> None:
+    """Networks drawn at random per seed (`held_out.py`): recall by class of C2, precision, and
+    the score margin between the lowest reported true beacon and the highest false one."""
+    rows, totals = [], []
+    for seed in seeds:
+        network = held_out.draw_network(seed)
+        export = workdir / f"held_out_{seed}" / "export"
+        lake_url = str(workdir / f"held_out_{seed}" / "lake")
+        first = network.first_day
+        last = first + dt.timedelta(days=network.days - 1)
+        write_export_once(export, network)
+        shutil.rmtree(lake_url, ignore_errors=True)
+        ours = run_pipeline(str(export), lake_url, first, last, last_day_only=True)
+        labels = pd.DataFrame(network.labels())
+        result = score_against(labels, keys(ours))
+        scores = {k: float(v) for k, v in zip(keys_list(ours), ours.score, strict=True)}
+        c2 = keys(labels[labels.label == "c2"])
+        true_scores = [scores[k] for k in c2 if k in scores]
+        false_scores = [scores[k] for k in result["false_positives"]]
+        margin = (min(true_scores) if true_scores else float("nan")) - (
+            max(false_scores) if false_scores else params_threshold()
+        )
+        totals.append(
+            dict(
+                seed=seed,
+                hosts=network.hosts,
+                profiles=len(result["per_profile"]),
+                recall=result["recall"],
+                profile_recall=float(np.mean(list(result["per_profile"].values()))),
+                precision=result["precision"],
+                true=len(true_scores),
+                false=len(false_scores),
+                margin=margin,
+            )
+        )
+        for profile, recall in result["per_profile"].items():
+            rows.append(dict(seed=seed, profile=profile, cls=c2_class(profile), recall=recall))
+        print(f"\nseed {seed}: {network.hosts} hosts, {len(result['per_profile'])} C2 profiles")
+        for profile, recall in result["per_profile"].items():
+            if recall < 1:
+                print(f"  missed: {profile} (recall {recall:.2f})")
+        for fp in result["false_positives"][:10]:
+            row = ours[[k == fp for k in keys_list(ours)]].iloc[0]
+            print(f"  false positive {fp}: score {row.score:.2f}: {row.reasons}")
+    table = pd.DataFrame(rows)
+    print("\nHeld-out networks: recall by class of C2 (pairs found / pairs, over every seed)")
+    by_class = table.groupby("cls").recall.agg(["mean", "count"]).reset_index()
+    print(by_class.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print()
+    print(pd.DataFrame(totals).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+def write_export_once(export: Path, network: held_out.ScenarioNetwork) -> None:
+    """Write the network's export days (and the next, for late records), unless a kept folder
+    (`--keep`) already holds those of this very network."""
+    stamp = export.parent / "network.txt"
+    if stamp.exists() and stamp.read_text() == repr(network):
+        return
+    shutil.rmtree(export, ignore_errors=True)
+    for i in range(network.days + 1):
+        write_export_day(export, network.first_day + dt.timedelta(days=i), network)
+    stamp.write_text(repr(network))
+
+
+def params_threshold() -> float:
+    """The score threshold at default settings (the margin's floor when nothing false is
+    reported)."""
+    return load_settings({}).score_threshold
+
+
+def c2_class(profile: str) -> str:
+    """The class a held-out profile belongs to, from its name (`held_out.draw_network`)."""
+    if "worm" in profile:
+        return "worm"
+    if "popular" in profile:
+        return "on a popular destination"
+    if " hosts" in profile:
+        return "small group, rare destination"
+    if "work hours" in profile:
+        return "working hours only"
+    if profile.split()[2].endswith("h"):
+        return "slow (2 h or more)"
+    return "one host, rare destination"
 
 
 def capture_runs(workdir: Path) -> None:
@@ -191,13 +299,20 @@ def keys_list(frame: pd.DataFrame) -> list[tuple]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline_tests.eval")
     parser.add_argument("--keep", help="work in this folder and keep it")
-    parser.add_argument("--only", choices=["scenario", "captures"])
+    parser.add_argument("--only", choices=["scenario", "captures", "held-out"])
+    parser.add_argument(
+        "--seeds",
+        default=",".join(map(str, held_out.REPORT_SEEDS)),
+        help="held-out seeds (comma-separated); tune on held_out.TUNING_SEEDS, report on others",
+    )
     args = parser.parse_args()
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="beacon-eval-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         if args.only in (None, "scenario"):
             scenario(workdir)
+        if args.only in (None, "held-out"):
+            held_out_runs(workdir, tuple(int(s) for s in args.seeds.split(",")))
         if args.only in (None, "captures"):
             capture_runs(workdir)
     finally:

@@ -137,6 +137,14 @@ class ScenarioNetwork:
     implants: tuple[Implant, ...] = IMPLANTS
     pollers: tuple[Poller, ...] = POLLERS
     popular: tuple[str, ...] = field(default=())
+    # Human browsing: bursts an hour on weekdays (a sixth of that at weekends).
+    browsing_bursts_per_hour: float = 6.0
+    # Habit visits: each host opens `habit_sites` of the `habit_pool` most popular sites now and
+    # then, one connection a visit, `habit_visits_per_day` visits a site a day on average. A
+    # dozen such visits in 21 days, to a site every host reaches, is browsing, not a timer.
+    habit_sites: int = 0
+    habit_pool: int = 40
+    habit_visits_per_day: float = 0.0
 
     def host_ip(self, index: int) -> str:
         return f"10.50.{index // 200}.{index % 200 + 10}"
@@ -201,7 +209,8 @@ class ScenarioNetwork:
         for host in range(self.hosts):
             # Human browsing: bursts in working hours (some hosts into the evening).
             end_hour = 22 if host % 4 == 0 else 18
-            n_bursts = rng.poisson((1.0 if weekend else 6.0) * (end_hour - 8))
+            rate = self.browsing_bursts_per_hour / (6.0 if weekend else 1.0)
+            n_bursts = rng.poisson(rate * (end_hour - 8))
             for burst_start in start + rng.uniform(8 * 3600, end_hour * 3600, n_bursts):
                 size = int(rng.integers(2, 30))
                 times = burst_start + np.cumsum(rng.exponential(3.0, size))
@@ -255,6 +264,23 @@ class ScenarioNetwork:
                     implant.protocol,
                     implant.sent + rng.integers(-6, 7, len(times)),
                     implant.received + rng.integers(-20, 21, len(times)),
+                )
+        if self.habit_sites:
+            habit_rng = np.random.default_rng([self.seed, day.toordinal(), 7])
+            for host in range(self.hosts):
+                sites = np.random.default_rng([self.seed, host, 7]).choice(
+                    popular[: self.habit_pool], self.habit_sites, replace=False
+                )
+                visits = habit_rng.poisson(self.habit_visits_per_day, len(sites))
+                times = start + habit_rng.uniform(7 * 3600, 23 * 3600, visits.sum())
+                add(
+                    times,
+                    host,
+                    np.repeat(sites, visits),
+                    443,
+                    "TCP",
+                    habit_rng.lognormal(6.5, 1.0, len(times)).astype(np.int64),
+                    habit_rng.lognormal(9.0, 1.5, len(times)).astype(np.int64),
                 )
         events = {k: np.concatenate(v) for k, v in out.items()}
         inside = (events["time"] >= start) & (events["time"] < start + SECONDS_PER_DAY)
