@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from pipeline.detection.chance import beyond_chance
 from pipeline.detection.scoring import (
     BURST_GAP_S,
     HISTOGRAM_EDGES_S,
@@ -48,6 +49,8 @@ class PairScores:
     hours_active_ratio: np.ndarray
     interval_histogram: np.ndarray  # (pairs, HISTOGRAM_BINS)
     burst_view: np.ndarray  # the score is that of the burst-start view
+    intervals: np.ndarray  # intervals between distinct times of the view
+    beyond_chance: np.ndarray  # more regular than random arrivals (chance.py)
 
     def take(self, other: PairScores, where: np.ndarray) -> None:
         """Replace the entries of the pairs in `where` by `other`'s."""
@@ -65,6 +68,8 @@ class PairScores:
             size_score=None if np.isnan(size) else size,
             interval_histogram=self.interval_histogram[i].tolist(),
             view="burst starts" if self.burst_view[i] else "all",
+            intervals=int(self.intervals[i]),
+            beyond_chance=bool(self.beyond_chance[i]),
         )
 
 
@@ -128,6 +133,7 @@ def _score_view(
     intervals = np.diff(times)[follows[1:]] if len(times) else times
     intervals_ms = np.diff(times_ms)[follows[1:]] if len(times) else times_ms
     timing, median_ms, mad_ms = _regularity(interval_pair, intervals_ms, pairs)
+    interval_count = np.bincount(interval_pair, minlength=pairs)
     median, mad = median_ms / 1000.0, mad_ms / 1000.0
     size_parts = []
     for sizes in (sent, received):
@@ -165,6 +171,8 @@ def _score_view(
         hours_active_ratio=hours_active,
         interval_histogram=interval_histogram,
         burst_view=np.zeros(pairs, dtype=bool),
+        intervals=interval_count,
+        beyond_chance=beyond_chance(median, mad, interval_count),
     )
 
 

@@ -16,6 +16,8 @@ returns its subscores, in the spirit of RITA v5 (activecm/rita, analysis/beacons
   The observed time is the span of the window that holds any traffic at all.
 
 The score is the mean of the subscores (size left out when the firewall logs no bytes).
+`beyond_chance` says whether the intervals are more regular than random arrivals would make
+them, given how many there are (`pipeline.detection.chance`): a pair is reported only then.
 `percent_beacon` is the notebook's metric done per pair: the largest share of intervals (> 15 s,
 in whole seconds) that fall within ±2 neighbouring interval values.
 """
@@ -25,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipeline.detection.chance import beyond_chance
 
 MIN_INTERVALS = 3  # RITA needs 4 distinct timestamps
 HISTOGRAM_EDGES_S = np.logspace(0, np.log10(86_400), 26)  # interval histogram for the UI
@@ -52,6 +56,8 @@ class PairScore:
     hours_active_ratio: float
     interval_histogram: list[int]
     view: str = "all"  # "all" connections, or "burst starts" (a timer inside bursty traffic)
+    intervals: int = 0  # intervals between distinct connection times of the view
+    beyond_chance: bool = False  # more regular than random arrivals (chance.py)
 
 
 def regularity(values: np.ndarray) -> float:
@@ -161,6 +167,8 @@ def _score_view(
         hours_active_ratio=hours_active,
         interval_histogram=counts.astype(int).tolist(),
         view=view,
+        intervals=len(intervals),
+        beyond_chance=bool(beyond_chance(median, mad, len(intervals))),
     )
 
 
@@ -215,7 +223,8 @@ def describe(
     """The analyst-facing reasons a pair was reported, in one line."""
     spread = result.interval_mad_s / result.median_interval_s if result.median_interval_s else 0.0
     parts = [
-        f"interval {human_interval(result.median_interval_s)} ± {spread:.0%}",
+        f"interval {human_interval(result.median_interval_s)} ± {spread:.0%} "
+        f"over {result.intervals:,} intervals",
         f"{result.hours_active_ratio:.0%} of hours active",
         f"seen {days_seen} of {window_days} days",
         "first seen today"

@@ -98,6 +98,8 @@ BEACONING_CANDIDATES = T.StructType(
         T.StructField("duration_score", T.DoubleType()),
         T.StructField("percent_beacon", T.DoubleType()),
         T.StructField("hours_active_ratio", T.DoubleType()),
+        T.StructField("intervals", T.LongType()),  # of the scored view
+        T.StructField("beyond_chance", T.BooleanType()),  # more regular than random arrivals
         T.StructField("days_seen", T.IntegerType()),
         T.StructField("first_seen", T.TimestampType()),
         T.StructField("last_seen", T.TimestampType()),

@@ -90,6 +90,8 @@ def _assert_same(expected: PairScore | None, scores, i: int) -> None:
         assert scores.size_score[i] == pytest.approx(expected.size_score, abs=1e-9)
     assert scores.interval_histogram[i].tolist() == expected.interval_histogram
     assert bool(scores.burst_view[i]) == (expected.view == "burst starts")
+    assert scores.intervals[i] == expected.intervals
+    assert bool(scores.beyond_chance[i]) == expected.beyond_chance
 
 
 def test_batches_of_mixed_pairs_score_exactly_as_one_pair_at_a_time() -> None:

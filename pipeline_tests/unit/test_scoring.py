@@ -464,6 +464,8 @@ def pair_score(**overrides) -> PairScore:
         percent_beacon=40.0,
         hours_active_ratio=0.5,
         interval_histogram=[0] * 25,
+        intervals=1500,
+        beyond_chance=True,
     )
     values.update(overrides)
     return PairScore(**values)
@@ -479,7 +481,8 @@ def test_describe_names_interval_hours_days_age_and_hosts():
         internal_sources=40,
     )
     assert text == (
-        "interval 5 min ± 10%, 50% of hours active, seen 3 of 21 days, first seen 5 days ago, "
+        "interval 5 min ± 10% over 1,500 intervals, 50% of hours active, seen 3 of 21 days, "
+        "first seen 5 days ago, "
         "2 of 40 internal hosts reach it, consistent sizes"
     )
 
