@@ -34,10 +34,13 @@ SCORED = T.StructType(
     [f for f in BEACONING_CANDIDATES.fields if f.name != "periodic_sources_to_destination"]
 )
 MS_PER_DAY = 86_400_000
-# Benign pollers (update, telemetry, AV, NTP) run the same timer on many hosts; C2 usually runs on
-# one or two. A timer shared by this many internal hosts to one destination:port is a schedule,
-# not an implant, unless the destination is new (then it may be a worm or a mass compromise).
+# Benign pollers (update, telemetry, AV, NTP) run the same timer on a good share of the hosts;
+# C2 runs on one or a handful. A timer shared by this many internal hosts, and by this share of
+# them, to one destination:port is a schedule, not an implant, unless the destination is new
+# (then it may be a worm or a mass compromise). Fewer hosts calling one destination on a timer
+# is how a compromise spreads: they are reported, with the count.
 SHARED_TIMER_MIN_HOSTS = 3
+SHARED_TIMER_MIN_SHARE = 0.1
 # A host counts towards a shared timer when its pair scores at least this (below the report
 # threshold on purpose: jitter can push some hosts of a benign poller under it).
 SHARED_TIMER_MIN_SCORE = 0.6
@@ -79,6 +82,8 @@ SCORE_COLUMNS = (
     "duration_score",
     "percent_beacon",
     "hours_active_ratio",
+    "intervals",
+    "beyond_chance",
 )
 # Target days scored per Spark pass in a range run (each holds its whole window).
 TARGET_DAYS_PER_PASS = 5
@@ -305,7 +310,9 @@ def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
     scored = scored.withColumn(
         "periodic_sources_to_destination", F.sum(periodic.cast("long")).over(peers)
     )
-    shared = F.col("periodic_sources_to_destination") >= SHARED_TIMER_MIN_HOSTS
+    periodic_sources = F.col("periodic_sources_to_destination")
+    several = periodic_sources >= SHARED_TIMER_MIN_HOSTS
+    shared = several & (periodic_sources >= SHARED_TIMER_MIN_SHARE * F.col("internal_sources"))
     new_destination = F.col("new_destination")
     if params.profile == "notebook":
         keep = (
@@ -314,7 +321,12 @@ def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
             & (F.col("internal_sources_to_destination") < NOTEBOOK_MAX_DEGREE)
         )
     else:
-        keep = (F.col("score") >= params.score_threshold) & (~shared | new_destination)
+        # A score alone can come from a dozen intervals whose regularity chance explains.
+        keep = (
+            (F.col("score") >= params.score_threshold)
+            & F.col("beyond_chance")
+            & (~shared | new_destination)
+        )
     worm = F.concat(
         F.col("reasons"),
         F.lit("; possible worm: "),
@@ -323,9 +335,22 @@ def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
         F.col("destination_age_days").cast("string"),
         F.lit(" days ago"),
     )
+    group = F.concat(
+        F.col("reasons"),
+        F.lit("; "),
+        periodic_sources.cast("string"),
+        F.lit(" of "),
+        F.col("internal_sources").cast("string"),
+        F.lit(" internal hosts share this timer"),
+    )
+    reasons = (
+        F.when(shared & new_destination, worm).when(several, group).otherwise(F.col("reasons"))
+    )
     return (
         scored.filter((F.col("kind") == "strobe") | keep)
-        .withColumn("reasons", F.when(shared & new_destination, worm).otherwise(F.col("reasons")))
+        .withColumn(
+            "reasons", F.when(F.col("kind") == "beacon", reasons).otherwise(F.col("reasons"))
+        )
         .select(*[f.name for f in BEACONING_CANDIDATES.fields])
     )
 

@@ -200,6 +200,30 @@ def test_a_timer_shared_by_many_hosts_is_a_schedule_unless_its_destination_is_ne
     assert worm["reasons"].str.contains("possible worm: 5 hosts share this timer").all()
 
 
+def test_a_few_hosts_of_many_on_one_timer_to_a_rare_destination_are_reported(spark, tmp_path):
+    lake_url = str(tmp_path / "lake")
+    days = [START + dt.timedelta(days=i) for i in range(5)]
+    rows: dict[dt.date, list[dict]] = {d: [] for d in days}
+    for n, day in enumerate(days):
+        # Three of 40 internal hosts call one rare destination on a timer from the first day
+        # (not new): a spreading compromise, not a schedule.
+        for i in range(3):
+            rows[day] += timer(day, 180, f"10.0.0.{10 + i}", "203.0.113.77", 443, seed=10 * n + i)
+        # The other 37 hosts browse elsewhere now and then; they make up the population.
+        for i in range(37):
+            rows[day] += timer(day, 4 * 3600, f"10.0.3.{i}", "151.101.1.1", 443, seed=500 + i)[:2]
+    write_sessions(spark, lake_url, rows)
+    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
+    last = days[-1]
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(5))
+    found = candidates(lake_url, last)
+    group = found[found.DestinationIP == "203.0.113.77"]
+    assert sorted(group.SourceIP) == ["10.0.0.10", "10.0.0.11", "10.0.0.12"]
+    assert (group["internal_sources"] == 40).all()
+    assert (~group["new_destination"]).all()
+    assert group["reasons"].str.contains("3 of 40 internal hosts share this timer").all()
+
+
 def test_allowlisted_destinations_are_not_scored(spark, tmp_path):
     lake_url = str(tmp_path / "lake")
     day = START
