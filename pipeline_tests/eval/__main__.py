@@ -201,8 +201,10 @@ def held_out_runs(workdir: Path, seeds: tuple[int, ...]) -> None:
                 margin=margin,
             )
         )
+        implants = {implant.profile: implant for implant in network.implants}
         for profile, recall in result["per_profile"].items():
-            rows.append(dict(seed=seed, profile=profile, cls=c2_class(profile), recall=recall))
+            cls = held_out.c2_class(implants[profile])
+            rows.append(dict(seed=seed, profile=profile, cls=cls, recall=recall))
         print(f"\nseed {seed}: {network.hosts} hosts, {len(result['per_profile'])} C2 profiles")
         for profile, recall in result["per_profile"].items():
             if recall < 1:
@@ -234,21 +236,6 @@ def params_threshold() -> float:
     """The score threshold at default settings (the margin's floor when nothing false is
     reported)."""
     return load_settings({}).score_threshold
-
-
-def c2_class(profile: str) -> str:
-    """The class a held-out profile belongs to, from its name (`held_out.draw_network`)."""
-    if "worm" in profile:
-        return "worm"
-    if "popular" in profile:
-        return "on a popular destination"
-    if " hosts" in profile:
-        return "small group, rare destination"
-    if "work hours" in profile:
-        return "working hours only"
-    if profile.split()[2].endswith("h"):
-        return "slow (2 h or more)"
-    return "one host, rare destination"
 
 
 def capture_runs(workdir: Path) -> None:

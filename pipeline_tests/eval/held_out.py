@@ -17,6 +17,7 @@ import datetime as dt
 
 import numpy as np
 
+from pipeline.detection.scoring import human_interval
 from pipeline_tests.eval.scenarios import FIRST_DAY, Implant, Poller, ScenarioNetwork
 
 __all__ = ["ScenarioNetwork", "draw_network"]
@@ -59,7 +60,7 @@ def draw_network(seed: int, first_day: dt.date = FIRST_DAY, days: int = 21) -> S
         port = 443 if on_popular else int(rng.choice([443, 443, 80, 8443, 8080, 53]))
         protocol = "UDP" if port == 53 else "TCP"
         parts = [
-            f"{i:02d} {model} {_duration(sleep)}",
+            f"{i:02d} {model} {human_interval(sleep)}",
             f"j={jitter:.0f}s" if model == "sliver" else f"j={jitter:.0%}",
             f"{missed:.0%} missed" if missed else "",
             "work hours" if work_hours else "",
@@ -154,9 +155,16 @@ def _rare_destinations(rng: np.random.Generator, count: int) -> list[str]:
     return [str(a) for a in rng.permutation(sorted(seen))]
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}min"
-    return f"{seconds / 3600:.1f}h"
+def c2_class(implant: Implant) -> str:
+    """The class of C2 a held-out implant belongs to, for recall by class."""
+    if "worm" in implant.profile:
+        return "worm"
+    if "popular destination" in implant.profile:
+        return "on a popular destination"
+    if len(implant.hosts) > 1:
+        return "small group, rare destination"
+    if implant.work_hours:
+        return "working hours only"
+    if implant.sleep_s >= 7200:
+        return "slow (2 h or more)"
+    return "one host, rare destination"
