@@ -15,6 +15,7 @@ SHOW_COLUMNS = [
     "DestinationIP",
     "DestinationPort",
     "Protocol",
+    "destination_hostname",
     "kind",
     "score",
     "connections",

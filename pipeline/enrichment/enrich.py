@@ -25,6 +25,10 @@ PAIR_DAILY_STATS = "pair_daily_stats"
 # new_asn: the ASN first appeared among the window's destinations this recently (same span as
 # new_destination in beaconing_candidates).
 NEW_ASN_DAYS = 7
+# A destination more than half of the internal hosts reach is where the network works, not
+# where one implant calls home: such a pair is reported only when the destination is new or
+# threat intel names it. The candidates table keeps it (counted in the metadata).
+POPULAR_PREVALENCE = 0.5
 NEW_ASN_COLUMNS: dict[str, str] = {"new_asn": "boolean"}
 RANK_COLUMNS: dict[str, str] = {"risk_score": "float64", "risk_rank": "int64"}
 # Every column enrichment adds, in output order, with the dtype it has even on an empty day.
@@ -44,6 +48,7 @@ _SPARK_TO_PANDAS = {
     "boolean": "boolean",
     "timestamp": "datetime64[ns]",
     "array<bigint>": pd.ArrowDtype(pa.list_(pa.int64())),  # interval_histogram
+    "array<string>": pd.ArrowDtype(pa.list_(pa.string())),  # destination_ips
 }
 
 
@@ -113,6 +118,7 @@ def enrich_days(
 
     days: dict[dt.date, pd.DataFrame] = {}
     ti_matched = 0
+    held_back: dict[str, int] = {}
     with GeoIP(settings.geoip_city_db, settings.geoip_asn_db) as geoip:
         first_days = _asn_days(settings, geoip, list(candidates_by_day))
         for day, candidates in candidates_by_day.items():
@@ -126,7 +132,10 @@ def enrich_days(
             matches = threat_intel.match_indicators(frame, indicator_frames, now)
             ti_matched += int(matches["ti_match"].sum())
             enriched = pd.concat([frame, geo, new_asn, who, matches], axis=1)
-            days[day] = rank(enriched)
+            popular = held_back_as_popular(enriched)
+            if popular.any():
+                held_back[day.isoformat()] = int(popular.sum())
+            days[day] = rank(enriched[~popular]) if (~popular).any() else empty_enriched()
         sources["geoip_city"] = _geo_source(
             settings.geoip_city_db, "BEACON_GEOIP_CITY_DB", days, "geo_country"
         )
@@ -137,7 +146,19 @@ def enrich_days(
             sources["geoip_asn"]["hosting_provider"] = _count(days, "hosting_provider")
             sources["geoip_asn"]["new_asn"] = _count(days, "new_asn")
     sources["threat_intel_matches"] = ti_matched
+    sources["held_back_popular"] = {
+        "rule": f"destination reached by more than {POPULAR_PREVALENCE:.0%} of internal hosts, "
+        "not new, no threat-intel match (kept in beaconing_candidates)",
+        "pairs_per_day": held_back,
+    }
     return Enriched(days=days, sources=sources)
+
+
+def held_back_as_popular(candidates: pd.DataFrame) -> pd.Series:
+    """The rows `POPULAR_PREVALENCE` holds back."""
+    new = candidates["new_destination"].astype("boolean").fillna(False)
+    matched = candidates["ti_match"].astype("boolean").fillna(False)
+    return ((candidates["prevalence"] > POPULAR_PREVALENCE) & ~new & ~matched).astype(bool)
 
 
 def load_local_indicators(

@@ -19,6 +19,8 @@ COLUMNS = [
     "Protocol",
     "PairKey",
     "kind",
+    "destination_hostname",
+    "destination_ips",  # space-separated: more than one for a beacon scored by host name
     "risk_rank",
     "risk_score",
     "score",
@@ -67,7 +69,17 @@ def safe_cell(value: object) -> str:
 
 
 def pair_key(row: pd.Series) -> str:
-    return f"{row['SourceIP']}|{row['DestinationIP']}|{row['DestinationPort']}|{row['Protocol']}"
+    """The item's identity across runs: a beacon scored by host name is keyed by the name (its
+    most used address changes), and a long connection apart from a beacon on the same pair."""
+    ips = row.get("destination_ips")
+    by_name = ips is not None and not _is_missing(ips) and len(ips) > 1
+    destination = row["destination_hostname"] if by_name else row["DestinationIP"]
+    key = f"{row['SourceIP']}|{destination}|{row['DestinationPort']}|{row['Protocol']}"
+    return key + "|long_connection" if row.get("kind") == "long_connection" else key
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
 def item_id(key: str) -> str:
@@ -86,6 +98,10 @@ def watchlist_rows(enriched: pd.DataFrame) -> list[dict[str, str]]:
         frame["score"] = frame["score"].round(3)
         frame["prevalence"] = frame["prevalence"].round(3)
         frame["median_interval_s"] = frame["median_interval_s"].round(1)
+        if "destination_ips" in frame:
+            frame["destination_ips"] = [
+                "" if _is_missing(ips) else " ".join(ips) for ips in frame["destination_ips"]
+            ]
         for column in ("first_seen", "last_seen"):
             frame[column] = pd.to_datetime(frame[column]).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return [

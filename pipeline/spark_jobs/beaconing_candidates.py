@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline.detection.batch_scoring import score_pairs
-from pipeline.detection.scoring import describe
+from pipeline.detection.scoring import describe, human_interval
 from pipeline.spark_jobs import lake
 from pipeline.spark_jobs.networks import is_in_networks, is_internal
 from pipeline.spark_jobs.pair_daily_stats import STROBE_CONNECTIONS_PER_DAY
@@ -47,6 +47,10 @@ SHARED_TIMER_MIN_SCORE = 0.6
 # New: first seen in the last week of the window, and not on the window's first day with data (a
 # destination seen since the data began may be much older than the data).
 NEW_DESTINATION_DAYS = 7
+# One session open for hours is a kind of its own (RITA's long connections): its score is the
+# band its longest session reaches, as RITA bands them (1, 4, 8, 12 hours).
+LONG_CONNECTION_BANDS_S = ((12 * 3600, 1.0), (8 * 3600, 0.9), (4 * 3600, 0.8), (3600, 0.7))
+LONG_CONNECTION_MIN_S = LONG_CONNECTION_BANDS_S[-1][0]
 # The notebook's thresholds, for BEACON_PROFILE=notebook (REFERENCE §1).
 NOTEBOOK_MIN_PERCENT_BEACON = 75.0
 NOTEBOOK_MIN_CONNECTIONS = 100
@@ -68,6 +72,8 @@ CONTEXT = (
     "received_bytes_total",
     "device_vendor",
     "destination_hostname",
+    "destination_ips",
+    "longest_connection_s",
     "window_start",
     "window_days_present",
     "date",
@@ -115,15 +121,28 @@ def window_of(
     return [start + dt.timedelta(days=i) for i in range((day - start).days + 1)]
 
 
-def _score_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def _score_batches(min_connections: int) -> Any:
+    """The `mapInPandas` function: strobe, long-connection and beacon rows of each batch."""
     columns = [f.name for f in SCORED.fields]
-    for batch in batches:
-        strobe = batch["is_strobe"].to_numpy(dtype=bool)
-        strobes = pd.DataFrame(
-            [_strobe_row(pair) for pair in batch[strobe].itertuples(index=False)],
-            columns=columns,
-        )
-        yield from (_nulls_for_spark(f) for f in (strobes, _beacon_rows(batch[~strobe])) if len(f))
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            strobe = batch["is_strobe"].to_numpy(dtype=bool)
+            longest = batch["longest_connection_s"].astype("float64").fillna(0).to_numpy()
+            long = ~strobe & (longest >= LONG_CONNECTION_MIN_S)
+            beacon = ~strobe & (batch["connections"].to_numpy() >= min_connections)
+            strobes = pd.DataFrame(
+                [_strobe_row(pair) for pair in batch[strobe].itertuples(index=False)],
+                columns=columns,
+            )
+            long_rows = pd.DataFrame(
+                [_long_connection_row(pair) for pair in batch[long].itertuples(index=False)],
+                columns=columns,
+            )
+            frames = (strobes, long_rows, _beacon_rows(batch[beacon]))
+            yield from (_nulls_for_spark(f) for f in frames if len(f))
+
+    return score
 
 
 def _beacon_rows(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -185,6 +204,28 @@ def _strobe_row(pair: Any) -> dict[str, Any]:
     }
 
 
+def _long_connection_row(pair: Any) -> dict[str, Any]:
+    longest = float(pair.longest_connection_s)
+    band, score = next((b, v) for b, v in LONG_CONNECTION_BANDS_S if longest >= b)
+    return {
+        **_context(pair),
+        "kind": "long_connection",
+        "score": score,
+        "reasons": (
+            f"long connection: one session open {human_interval(longest)} "
+            f"(band {band // 3600} h or more), {pair.connections:,} connections in "
+            f"{pair.days_seen} days, {pair.internal_sources_to_destination} of "
+            f"{pair.internal_sources} internal hosts reach it"
+        ),
+    }
+
+
+def _host_hash() -> Column:
+    """The destination host name as a number: a fixed-width aggregate (see `_window_pairs`)."""
+    name = F.col("destination_hostname")
+    return F.when(name != "", F.xxhash64(name))
+
+
 def _window_pairs(fanned: DataFrame, params: DetectionParams) -> DataFrame:
     """From `fanned` (daily summaries joined to each target day whose window holds them): one
     slim row per (target day, pair) over the window: counts, first and last seen, bytes; no
@@ -204,6 +245,8 @@ def _window_pairs(fanned: DataFrame, params: DetectionParams) -> DataFrame:
             F.max("is_strobe").alias("is_strobe"),
             # A pair is allowlisted when its destination is, on any day of the window.
             F.max(allowlisted(params.allowlist)).alias("allowlisted"),
+            F.max(_host_hash()).alias("host_hash"),
+            F.max("longest_connection_s").alias("longest_connection_s"),
         )
         # Per pair, not per daily row: the address checks run on a twentieth of the rows.
         .withColumn("src_internal", is_internal(F.col("SourceIP"), params.internal_networks))
@@ -234,31 +277,50 @@ def _candidate_pairs(
     population = population.join(
         windows.select("target", "window_start", "window_days_present").distinct(), "target"
     )
+    eligible = ~F.col("dst_internal") & ~F.col("allowlisted")
     pairs = window_pairs.filter(
-        ~F.col("dst_internal")
-        & ~F.col("allowlisted")
-        & ((F.col("connections") >= params.min_connections) | F.col("is_strobe"))
+        eligible
+        & (
+            (F.col("connections") >= params.min_connections)
+            | F.col("is_strobe")
+            | (F.col("longest_connection_s") >= LONG_CONNECTION_MIN_S)
+        )
     )
     # Only the pairs to score bring their event arrays through the shuffle.
     # (A strobe's days carry no arrays: collect_list skips the nulls.)
-    day = F.to_date("date")
-    offset_ms = F.datediff(day, F.to_date("window_start")).cast("long") * MS_PER_DAY
-    events = (
-        fanned.join(pairs.select("target", *PAIR_KEY), ["target", *PAIR_KEY])
-        .groupBy("target", *PAIR_KEY)
-        .agg(
-            F.flatten(
-                F.collect_list(F.transform("event_ms", lambda ms: ms.cast("long") + offset_ms))
-            ).alias("event_ms"),
-            F.flatten(F.collect_list("sent_bytes")).alias("sent_bytes"),
-            F.flatten(F.collect_list("received_bytes")).alias("received_bytes"),
-            F.max("device_vendor").alias("device_vendor"),
-            F.max("destination_hostname").alias("destination_hostname"),
+    ip_pairs = (
+        pairs.join(
+            _gathered(fanned.join(pairs.select("target", *PAIR_KEY), ["target", *PAIR_KEY]), []),
+            ["target", *PAIR_KEY],
+            "left",
         )
-    )
-    return (
-        pairs.join(events, ["target", *PAIR_KEY], "left")
         .join(destinations, ["target", "DestinationIP"], "left")
+        .withColumn("destination_ips", F.array("DestinationIP"))
+    )
+    columns = [
+        "target",
+        *PAIR_KEY,
+        "connections",
+        "days_seen",
+        "first_seen",
+        "last_seen",
+        "sent_bytes_total",
+        "received_bytes_total",
+        "is_strobe",
+        "longest_connection_s",
+        "event_ms",
+        "sent_bytes",
+        "received_bytes",
+        "device_vendor",
+        "destination_hostname",
+        "destination_ips",
+        "internal_sources_to_destination",
+        "destination_first_day",
+    ]
+    host_pairs = _host_name_pairs(fanned, window_pairs.filter(eligible), params)
+    return (
+        ip_pairs.select(*columns)
+        .unionByName(host_pairs.select(*columns))
         .join(F.broadcast(population), "target", "left")
         .fillna(0, ["internal_sources_to_destination", "internal_sources"])
         .withColumn(
@@ -285,6 +347,74 @@ def _candidate_pairs(
     )
 
 
+def _gathered(rows: DataFrame, extra: list[Column]) -> DataFrame:
+    """Per (target, pair) of `rows`: the window's events in ms from its start, and the
+    destination's names."""
+    day = F.to_date("date")
+    offset_ms = F.datediff(day, F.to_date("window_start")).cast("long") * MS_PER_DAY
+    return rows.groupBy("target", *PAIR_KEY).agg(
+        F.flatten(
+            F.collect_list(F.transform("event_ms", lambda ms: ms.cast("long") + offset_ms))
+        ).alias("event_ms"),
+        F.flatten(F.collect_list("sent_bytes")).alias("sent_bytes"),
+        F.flatten(F.collect_list("received_bytes")).alias("received_bytes"),
+        F.max("device_vendor").alias("device_vendor"),
+        F.max("destination_hostname").alias("destination_hostname"),
+        *extra,
+    )
+
+
+def _host_name_pairs(
+    fanned: DataFrame, window_pairs: DataFrame, params: DetectionParams
+) -> DataFrame:
+    """One pair per (target, source, host name, port, protocol) whose connections went to two
+    or more addresses: C2 behind a CDN or domain fronting rotates IPs under one name, which
+    splits its timer into sparse per-IP pairs. Scored like a pair; its DestinationIP is the
+    address it used most, `destination_ips` all of them. Prevalence is that of the name."""
+    by_host = ["target", "SourceIP", "host_hash", "DestinationPort", "Protocol"]
+    groups = (
+        window_pairs.filter(F.col("host_hash").isNotNull() & ~F.col("is_strobe"))
+        .groupBy(*by_host)
+        .agg(F.count(F.lit(1)).alias("addresses"), F.sum("connections").alias("connections"))
+        .filter((F.col("addresses") >= 2) & (F.col("connections") >= params.min_connections))
+        .select(*by_host)
+    )
+    names = window_pairs.filter(F.col("host_hash").isNotNull()).groupBy("target", "host_hash")
+    destinations = names.agg(
+        F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias(
+            "internal_sources_to_destination"
+        ),
+        F.min("pair_first_day").alias("destination_first_day"),
+    )
+    rows = (
+        fanned.withColumn("host_hash", _host_hash())
+        .join(groups, by_host)
+        .withColumn("_address", F.col("DestinationIP"))
+    )
+    # Per name, the per-IP daily rows are one pair: the IP in the key is the name's hash
+    # until the aggregation below picks the address used most.
+    gathered = _gathered(
+        rows.withColumn("DestinationIP", F.col("host_hash").cast("string")),
+        [
+            F.sum("connections").alias("connections"),
+            F.countDistinct("date").cast("int").alias("days_seen"),
+            F.min("first_seen").alias("first_seen"),
+            F.max("last_seen").alias("last_seen"),
+            F.sum("sent_bytes_total").alias("sent_bytes_total"),
+            F.sum("received_bytes_total").alias("received_bytes_total"),
+            F.array_sort(F.collect_set("_address")).alias("destination_ips"),
+            F.max_by("_address", "connections").alias("_most_used"),
+        ],
+    )
+    return (
+        gathered.withColumn("host_hash", F.col("DestinationIP").cast("long"))
+        .withColumn("DestinationIP", F.col("_most_used"))
+        .join(destinations, ["target", "host_hash"], "left")
+        .withColumn("is_strobe", F.lit(False))
+        .withColumn("longest_connection_s", F.lit(None).cast("double"))
+    )
+
+
 def allowlisted(entries: tuple[tuple[str, str], ...]) -> Column:
     """Destinations an analyst has declared benign (by CIDR or host-name suffix)."""
     condition = F.lit(False)
@@ -300,11 +430,20 @@ def allowlisted(entries: tuple[tuple[str, str], ...]) -> Column:
 
 
 def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
-    """Keep strobes and the beacons worth an analyst's time, with the shared-timer context."""
-    peers = Window.partitionBy("date", "DestinationIP", "DestinationPort", "Protocol")
+    """Keep strobes, long connections and the beacons worth an analyst's time, with the
+    shared-timer context; a beacon scored by its host name stands for its per-IP pairs."""
+    by_name = F.size("destination_ips") > 1
+    # Peers share a destination: its address, or its name when the pair was scored by name.
+    destination = F.when(by_name, F.concat(F.lit("name:"), "destination_hostname")).otherwise(
+        F.col("DestinationIP")
+    )
+    peers = Window.partitionBy("date", destination, "DestinationPort", "Protocol")
+    # Browsing a popular site can score near the threshold; it is not a timer unless its
+    # regularity is beyond chance, so it does not make a C2 among the browsers a "schedule".
     periodic = (
         (F.col("kind") == "beacon")
         & (F.col("score") >= SHARED_TIMER_MIN_SCORE)
+        & F.col("beyond_chance")
         & is_internal(F.col("SourceIP"), params.internal_networks)
     )
     scored = scored.withColumn(
@@ -346,10 +485,30 @@ def select_reported(scored: DataFrame, params: DetectionParams) -> DataFrame:
     reasons = (
         F.when(shared & new_destination, worm).when(several, group).otherwise(F.col("reasons"))
     )
+    reasons = F.when(
+        by_name,
+        F.concat(
+            reasons,
+            F.lit("; one timer to "),
+            F.col("destination_hostname"),
+            F.lit(" over "),
+            F.size("destination_ips").cast("string"),
+            F.lit(" addresses"),
+        ),
+    ).otherwise(reasons)
+    beacon = F.col("kind") == "beacon"
+    reported = scored.filter(~beacon | keep).withColumn(
+        "reasons", F.when(beacon, reasons).otherwise(F.col("reasons"))
+    )
+    # Reported once: where the beacon scored by name is reported, its per-IP pairs are not.
+    same_name = Window.partitionBy(
+        "date", "SourceIP", "destination_hostname", "DestinationPort", "Protocol"
+    )
+    named_beacon = F.max((beacon & by_name).cast("int")).over(same_name) == 1
     return (
-        scored.filter((F.col("kind") == "strobe") | keep)
-        .withColumn(
-            "reasons", F.when(F.col("kind") == "beacon", reasons).otherwise(F.col("reasons"))
+        reported.withColumn("_named_beacon", named_beacon)
+        .filter(
+            ~beacon | by_name | F.col("destination_hostname").isNull() | ~F.col("_named_beacon")
         )
         .select(*[f.name for f in BEACONING_CANDIDATES.fields])
     )
@@ -403,7 +562,7 @@ def _score_days(
     fanned = stats.join(F.broadcast(windows_frame), "date")
     window_pairs = _window_pairs(fanned, params).cache()
     pairs = _candidate_pairs(fanned, windows_frame, window_pairs, params)
-    scored = pairs.mapInPandas(_score_batches, SCORED)
+    scored = pairs.mapInPandas(_score_batches(params.min_connections), SCORED)
     reported = select_reported(scored, params).cache()
     try:
         counts = {

@@ -19,6 +19,8 @@ Quarantine reasons:
   leading zeros) or IPv6 address (IPv6 is kept and analysed like IPv4);
 - `bad_port`, `bad_bytes`: present but not a whole number in 0–65535 / 0–2^62 (numbers sent as
   strings are accepted);
+- `bad_time_range`: StartTime or EndTime present but not ISO 8601, or EndTime before StartTime
+  (the session's span, which long connections are measured by);
 - `timestamp_outside_folder_day`: a valid record whose TimeGenerated is neither the folder's day
   nor, for the next day's first 12 hours of folders, the day before.
 
@@ -227,6 +229,10 @@ def _classify(
         F.trim(field("DeviceProduct")).alias("DeviceProduct"),
         F.trim(field("DeviceAction")).alias("DeviceAction"),
         F.lower(F.trim(field("DestinationHostName"))).alias("DestinationHostName"),
+        _present(field("StartTime")).alias("_has_start"),
+        F.trim(field("StartTime")).try_cast("timestamp").alias("StartTime"),
+        _present(field("EndTime")).alias("_has_end"),
+        F.trim(field("EndTime")).try_cast("timestamp").alias("EndTime"),
     )
 
     def bad(has: str, typed_value: str) -> Column:
@@ -246,6 +252,12 @@ def _classify(
         .when(
             bad("_has_sent_bytes", "SentBytes") | bad("_has_received_bytes", "ReceivedBytes"),
             "bad_bytes",
+        )
+        .when(
+            bad("_has_start", "StartTime")
+            | bad("_has_end", "EndTime")
+            | (F.col("EndTime") < F.col("StartTime")),
+            "bad_time_range",
         )
     )
     event_day = F.to_date("TimeGenerated")
@@ -303,6 +315,8 @@ def _classify(
             "DeviceProduct",
             "DeviceAction",
             "DestinationHostName",
+            "StartTime",
+            "EndTime",
             F.regexp_extract("source_file", WORKSPACE_PATTERN, 1).alias("workspace"),
         )
     )

@@ -52,6 +52,7 @@ def run(spark: SparkSession, *, lake_url: str, days: list[dt.date]) -> dict[str,
         events.alias("events"),
         F.max("DeviceVendor").alias("device_vendor"),
         F.max("DestinationHostName").alias("destination_hostname"),
+        F.max(F.unix_micros("EndTime") - F.unix_micros("StartTime")).alias("_longest_us"),
     )
     is_strobe = F.col("connections") > STROBE_CONNECTIONS_PER_DAY
     stats = stats.select(
@@ -67,6 +68,7 @@ def run(spark: SparkSession, *, lake_url: str, days: list[dt.date]) -> dict[str,
         is_strobe.alias("is_strobe"),
         "device_vendor",
         "destination_hostname",
+        (F.col("_longest_us") / 1e6).alias("longest_connection_s"),
         "date",
     ).select(*[f.name for f in PAIR_DAILY_STATS.fields])
 

@@ -20,6 +20,8 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "Protocol",
     "SentBytes",
     "ReceivedBytes",
+    "StartTime",
+    "EndTime",
 )
 CORRUPT_COLUMN = "_corrupt_record"
 EXPORT_RECORD = T.StructType(
@@ -41,6 +43,9 @@ NETWORK_SESSIONS = T.StructType(
         T.StructField("DeviceProduct", T.StringType()),
         T.StructField("DeviceAction", T.StringType()),
         T.StructField("DestinationHostName", T.StringType()),
+        # When the firewall logs the session's span (one record at its end): long connections.
+        T.StructField("StartTime", T.TimestampType()),
+        T.StructField("EndTime", T.TimestampType()),
         T.StructField("workspace", T.StringType()),
         T.StructField("date", T.StringType()),
     ]
@@ -77,6 +82,7 @@ PAIR_DAILY_STATS = T.StructType(
         T.StructField("is_strobe", T.BooleanType(), False),
         T.StructField("device_vendor", T.StringType()),
         T.StructField("destination_hostname", T.StringType()),
+        T.StructField("longest_connection_s", T.DoubleType()),  # EndTime - StartTime, max
         T.StructField("date", T.StringType()),
     ]
 )
@@ -87,7 +93,7 @@ BEACONING_CANDIDATES = T.StructType(
         T.StructField("DestinationIP", T.StringType(), False),
         T.StructField("DestinationPort", T.IntegerType()),
         T.StructField("Protocol", T.StringType()),
-        T.StructField("kind", T.StringType(), False),  # beacon | strobe
+        T.StructField("kind", T.StringType(), False),  # beacon | strobe | long_connection
         T.StructField("score", T.DoubleType(), False),
         T.StructField("connections", T.LongType(), False),
         T.StructField("median_interval_s", T.DoubleType()),
@@ -114,6 +120,9 @@ BEACONING_CANDIDATES = T.StructType(
         T.StructField("received_bytes_total", T.LongType()),
         T.StructField("device_vendor", T.StringType()),
         T.StructField("destination_hostname", T.StringType()),
+        # Every address of the pair: one, or all the IPs a beacon scored by its host name used.
+        T.StructField("destination_ips", T.ArrayType(T.StringType())),
+        T.StructField("longest_connection_s", T.DoubleType()),
         T.StructField("interval_histogram", T.ArrayType(T.LongType())),
         T.StructField("reasons", T.StringType(), False),
         T.StructField("window_start", T.StringType(), False),

@@ -13,9 +13,10 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from pipeline.enrichment.enrich import empty_enriched
+from pipeline.enrichment.enrich import empty_enriched, enrich_days
 from pipeline.sample.traffic import BEACONS, SampleNetwork
 from pipeline.spark_jobs import lake
+from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 from pipeline_tests.integration.test_chain import FIRST, LAST, RANGE_TAGS, materialize, settings_for
 
 COBALT, SLIVER, EMPIRE = (b.destination for b in BEACONS)  # 203.0.113.50, 198.51.100.77, …
@@ -187,3 +188,45 @@ def test_an_empty_day_would_write_the_same_schema(enriched_chain):
     }
     assert differing == {}
     assert set(empty.names) == set(written.names)
+
+
+def test_a_destination_most_hosts_reach_is_reported_only_when_new_or_named_by_threat_intel(
+    tmp_path,
+):
+    settings = settings_for(tmp_path)
+    reference = tmp_path / "lake" / "reference"
+    reference.mkdir(parents=True)
+    (reference / "indicators.json").write_text(json.dumps(stix_bundle()))  # names SLIVER
+    day = LAST
+    columns = {f.name: None for f in BEACONING_CANDIDATES.fields}
+
+    def candidate(destination: str, prevalence: float, new: bool) -> dict:
+        return {
+            **columns,
+            "SourceIP": "10.0.0.5",
+            "DestinationIP": destination,
+            "DestinationPort": 443,
+            "Protocol": "TCP",
+            "kind": "beacon",
+            "score": 0.9,
+            "connections": 500,
+            "prevalence": prevalence,
+            "new_destination": new,
+            "first_seen_age_days": 10,
+            "reasons": "test",
+            "date": day.isoformat(),
+        }
+
+    frame = pd.DataFrame(
+        [
+            candidate("192.0.2.10", 0.9, new=False),  # popular: held back
+            candidate("192.0.2.11", 0.9, new=True),  # popular but new: reported
+            candidate(SLIVER, 0.9, new=False),  # popular, named by threat intel: reported
+            candidate("192.0.2.12", 0.5, new=False),  # half of the hosts exactly: reported
+        ]
+    )
+    enriched = enrich_days(settings, {day: frame}, now=dt.datetime.now(dt.UTC))
+    reported = enriched.days[day]
+    assert sorted(reported["DestinationIP"]) == sorted(["192.0.2.11", SLIVER, "192.0.2.12"])
+    held_back = enriched.sources["held_back_popular"]
+    assert held_back["pairs_per_day"] == {day.isoformat(): 1}

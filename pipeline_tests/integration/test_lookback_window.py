@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.spark_jobs import beaconing_candidates, lake, pair_daily_stats
 from pipeline.spark_jobs.beaconing_candidates import DetectionParams
@@ -240,3 +241,163 @@ def test_allowlisted_destinations_are_not_scored(spark, tmp_path):
         spark, lake_url=lake_url, days=[day], params=params(1, allowlist=entries)
     )
     assert set(candidates(lake_url, day).DestinationIP) == {"198.51.100.7"}
+
+
+def test_a_beacon_over_rotating_addresses_of_one_name_is_reported_once_with_its_ips(
+    spark, tmp_path
+):
+    lake_url = str(tmp_path / "lake")
+    days = [START + dt.timedelta(days=i) for i in range(3)]
+    addresses = [f"198.51.100.{i}" for i in range(1, 9)]
+    rows: dict[dt.date, list[dict]] = {}
+    for n, day in enumerate(days):
+        # A 10-minute timer whose every check-in resolves a CDN name to one of 8 addresses:
+        # per address, a few dozen connections at irregular gaps.
+        beats = timer(day, 600, "10.0.0.30", "0.0.0.0", 443, seed=40 + n)
+        rng = np.random.default_rng(n)
+        rows[day] = [
+            dict(b, DestinationIP=str(rng.choice(addresses)), DestinationHostName="cdn.c2.example")
+            for b in beats
+        ]
+        for i in range(20):  # the population
+            rows[day] += timer(day, 4 * 3600, f"10.0.3.{i}", "151.101.1.1", 443, seed=500 + i)[:2]
+    write_sessions(spark, lake_url, rows)
+    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
+    last = days[-1]
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(3))
+    found = candidates(lake_url, last)
+    mine = found[found.SourceIP == "10.0.0.30"]
+    assert len(mine) == 1, mine[["DestinationIP", "score", "reasons"]]
+    row = mine.iloc[0]
+    assert row["kind"] == "beacon"
+    assert row["destination_hostname"] == "cdn.c2.example"
+    assert sorted(row["destination_ips"]) == addresses
+    assert row["DestinationIP"] in addresses
+    assert row["median_interval_s"] == pytest.approx(600, rel=0.05)
+    assert "one timer to cdn.c2.example over 8 addresses" in row["reasons"]
+    assert row["internal_sources_to_destination"] == 1
+
+
+def test_a_session_open_for_hours_is_a_long_connection(spark, tmp_path):
+    lake_url = str(tmp_path / "lake")
+    day = START
+    opened = pd.Timestamp(day) + pd.Timedelta(hours=1)
+    session = {
+        "SourceIP": "10.0.0.40",
+        "DestinationIP": "203.0.113.40",
+        "DestinationPort": 8443,
+        "Protocol": "TCP",
+        "StartTime": opened.to_pydatetime(),
+        "EndTime": (opened + pd.Timedelta(hours=9, minutes=30)).to_pydatetime(),
+        "TimeGenerated": opened + pd.Timedelta(hours=9, minutes=30),
+    }
+    short = dict(
+        session,
+        DestinationIP="203.0.113.41",
+        EndTime=(opened + pd.Timedelta(minutes=50)).to_pydatetime(),
+        TimeGenerated=opened + pd.Timedelta(minutes=50),
+    )
+    write_sessions(spark, lake_url, {day: [session, short]})
+    pair_daily_stats.run(spark, lake_url=lake_url, days=[day])
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[day], params=params(1))
+    found = candidates(lake_url, day)
+    assert list(found.DestinationIP) == ["203.0.113.40"]
+    row = found.iloc[0]
+    assert row["kind"] == "long_connection"
+    assert row["longest_connection_s"] == pytest.approx(9.5 * 3600)
+    assert row["score"] == 0.9
+    assert "one session open 9.5 h (band 8 h or more)" in row["reasons"]
+
+
+def visits(rng, day: dt.date, src: str, dst: str, per_hour: float, hours=(8, 18)) -> list[dict]:
+    """Browsing: bursts of a few connections seconds apart, at random times of working hours."""
+    start = pd.Timestamp(day)
+    rows = []
+    for _ in range(rng.poisson(per_hour * (hours[1] - hours[0]))):
+        at = rng.uniform(hours[0], hours[1]) * 3600
+        for k in range(rng.integers(1, 8)):
+            rows.append(
+                {
+                    "TimeGenerated": start + pd.Timedelta(seconds=at + k * rng.uniform(0.2, 3)),
+                    "SourceIP": src,
+                    "DestinationIP": dst,
+                    "DestinationPort": 443,
+                    "Protocol": "TCP",
+                    "SentBytes": int(rng.integers(400, 3000)),
+                    "ReceivedBytes": int(rng.integers(2000, 90_000)),
+                }
+            )
+    return rows
+
+
+def test_sparse_visits_to_a_site_every_host_reaches_are_not_reported(spark, tmp_path):
+    # The false-positive class of issue 14: one connection a visit, a visit every day or two,
+    # to a destination every host uses: a dozen intervals of ±40-55 %.
+    lake_url = str(tmp_path / "lake")
+    days = [START + dt.timedelta(days=i) for i in range(21)]
+    rng = np.random.default_rng(14)
+    rows: dict[dt.date, list[dict]] = {d: [] for d in days}
+    for i in range(40):
+        at = pd.Timestamp(START) + pd.Timedelta(hours=rng.uniform(0, 24))
+        while at < pd.Timestamp(days[-1] + dt.timedelta(days=1)):
+            rows[at.date()].append(
+                {
+                    "TimeGenerated": at,
+                    "SourceIP": f"10.0.4.{i}",
+                    "DestinationIP": "151.101.1.1",
+                    "DestinationPort": 443,
+                    "Protocol": "TCP",
+                    "SentBytes": 800,
+                    "ReceivedBytes": 20_000,
+                }
+            )
+            at += pd.Timedelta(hours=36 * rng.uniform(0.5, 1.5))
+    write_sessions(spark, lake_url, rows)
+    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
+    last = days[-1]
+    beaconing_candidates.run(
+        spark, lake_url=lake_url, days=[last], params=params(21, min_connections=10)
+    )
+    assert candidates(lake_url, last).empty
+
+
+@pytest.mark.parametrize(("sleep_s", "jitter"), [(300, 0.2), (60, 0.5)])
+def test_a_jittered_timer_inside_browsing_of_a_popular_destination_is_reported(
+    spark, tmp_path, sleep_s, jitter
+):
+    # Issue 14, class 3: C2 with Empire's jitter (300 s ± 20 %, 60 s ± 50 %) to a destination
+    # 15 of 40 hosts browse, the infected host among them.
+    lake_url = str(tmp_path / "lake")
+    days = [START + dt.timedelta(days=i) for i in range(3)]
+    rng = np.random.default_rng(3)
+    popular = "104.16.0.10"
+    rows: dict[dt.date, list[dict]] = {d: [] for d in days}
+    for day in days:
+        for i in range(40):
+            host = f"10.0.5.{i}"
+            if i < 15:
+                rows[day] += visits(rng, day, host, popular, per_hour=3)
+            rows[day] += visits(rng, day, host, f"192.0.2.{i}", per_hour=1)
+        at = pd.Timestamp(day) + pd.Timedelta(seconds=rng.uniform(0, sleep_s))
+        while at.date() == day:
+            rows[day].append(
+                {
+                    "TimeGenerated": at,
+                    "SourceIP": "10.0.5.0",
+                    "DestinationIP": popular,
+                    "DestinationPort": 443,
+                    "Protocol": "TCP",
+                    "SentBytes": int(rng.integers(200, 260)),
+                    "ReceivedBytes": int(rng.integers(500, 700)),
+                }
+            )
+            at += pd.Timedelta(seconds=sleep_s * rng.uniform(1 - jitter, 1 + jitter))
+    write_sessions(spark, lake_url, rows)
+    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
+    last = days[-1]
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(3))
+    found = candidates(lake_url, last)
+    assert list(zip(found.SourceIP, found.DestinationIP, strict=True)) == [("10.0.5.0", popular)]
+    row = found.iloc[0]
+    assert row["median_interval_s"] == pytest.approx(sleep_s, rel=0.1)
+    assert row["internal_sources_to_destination"] == 15

@@ -19,6 +19,7 @@ from pipeline.sentinel.watchlist_csv import (
     pair_key,
     safe_cell,
     watchlist_csv,
+    watchlist_rows,
 )
 
 ENRICHMENT_COLUMNS = [
@@ -127,6 +128,8 @@ def test_one_row_is_formatted():
         "Protocol": "TCP",
         "PairKey": "10.20.0.24|203.0.113.50|443|TCP",
         "kind": "beacon",
+        "destination_hostname": "",
+        "destination_ips": "",
         "risk_rank": "1",
         "risk_score": "0.912",
         "score": "0.957",
@@ -397,3 +400,18 @@ def test_ranked_frame_feeds_the_watchlist():
         ("2", "10.0.0.2", "0.7"),
     ]
     assert parse(watchlist_csv(rank(frame.iloc[0:0]))) == [COLUMNS]
+
+
+def test_a_beacon_scored_by_name_is_keyed_by_the_name_and_lists_its_addresses():
+    by_name = {
+        "destination_hostname": "cdn.c2.example",
+        "destination_ips": np.array(["198.51.100.1", "198.51.100.2"], dtype=object),
+    }
+    long = {"kind": "long_connection", "destination_ips": np.array(["203.0.113.50"], dtype=object)}
+    rows = watchlist_rows(enriched([by_name, long, {}]))
+    assert rows[0]["PairKey"] == "10.20.0.24|cdn.c2.example|443|TCP"
+    assert rows[0]["destination_ips"] == "198.51.100.1 198.51.100.2"
+    assert rows[0]["destination_hostname"] == "cdn.c2.example"
+    # A long connection and a beacon on the same pair are two items.
+    assert rows[1]["PairKey"] == "10.20.0.24|203.0.113.50|443|TCP|long_connection"
+    assert rows[2]["PairKey"] == "10.20.0.24|203.0.113.50|443|TCP"
