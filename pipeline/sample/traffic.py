@@ -235,8 +235,14 @@ def _format_lines(events: dict[str, np.ndarray], full_records: bool = False) -> 
     detail = FORTIGATE_DETAIL if full_records else ""
     stamps = np.datetime_as_string((events["time"] * 1e6).astype("datetime64[us]"), unit="us")
     tenant = "11111111-2222-3333-4444-555555555555"
+    n = len(stamps)
+    names = events.get("hostname", np.full(n, "", dtype=object))
+    durations = events.get("duration", np.zeros(n))
+    starts = np.datetime_as_string(
+        ((events["time"] - durations) * 1e6).astype("datetime64[us]"), unit="us"
+    )
     lines = []
-    for stamp, src, vendor, product, dest, port, proto, s, r, sport in zip(
+    for stamp, src, vendor, product, dest, port, proto, s, r, sport, name, span, opened in zip(
         stamps,
         events["src"],
         events["vendor"],
@@ -247,14 +253,21 @@ def _format_lines(events: dict[str, np.ndarray], full_records: bool = False) -> 
         events["sent"],
         events["recv"],
         events["source_port"],
+        names,
+        durations,
+        starts,
         strict=True,
     ):
+        # Optional fields, as firewalls log them: the host name, and a session's span.
+        extra = f'"DestinationHostName":"{name}",' if name else ""
+        if span > 0:
+            extra += f'"StartTime":"{opened}0Z","EndTime":"{stamp}0Z",'
         lines.append(
             f'{{"TenantId":"{tenant}","TimeGenerated":"{stamp}0Z","DeviceVendor":"{vendor}",'
             f'"DeviceProduct":"{product}","DeviceAction":"accept","Activity":"traffic",'
             f'"SourceIP":"{src}","SourcePort":{sport},'
             f'"DestinationIP":"{dest}","DestinationPort":{port},"Protocol":"{proto}",'
-            f'"SentBytes":{s},"ReceivedBytes":{r},{detail}"Computer":"fw01",'
+            f'"SentBytes":{s},"ReceivedBytes":{r},{extra}{detail}"Computer":"fw01",'
             '"Type":"CommonSecurityLog"}'
         )
     return lines

@@ -14,6 +14,8 @@ classes of an independent export (issue 14), before any detector result on these
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -99,6 +101,9 @@ def draw_network(seed: int, first_day: dt.date = FIRST_DAY, days: int = 21) -> S
                 first_day=int(rng.integers(days - 5, days - 2)),
             )
         )
+    implants += _named_and_long(
+        np.random.default_rng([seed, 14, 2]), len(implants), take_hosts, rare
+    )
     pollers = []
     for i in range(int(rng.integers(3, 7))):
         port, protocol = [(443, "TCP"), (80, "TCP"), (123, "UDP"), (8883, "TCP")][i % 4]
@@ -139,7 +144,48 @@ def draw_network(seed: int, first_day: dt.date = FIRST_DAY, days: int = 21) -> S
         habit_sites=int(rng.integers(5, 21)),
         habit_pool=40,
         habit_visits_per_day=float(rng.uniform(0.3, 1.2)),
+        named_sites=True,
     )
+
+
+def _named_and_long(
+    rng: np.random.Generator, first: int, take_hosts: Any, rare: Iterator[str]
+) -> list[Implant]:
+    """C2 of the two kinds that need fields besides the five-tuple (drawn from their own
+    stream, so the other implants of a seed stay as they were): a timer to one host name over
+    rotating addresses, and a long connection."""
+    implants = []
+    if rng.random() < 0.7:
+        count = int(rng.integers(3, 13))
+        sleep = float(np.exp(rng.uniform(np.log(60), np.log(1800))))
+        jitter = float(rng.uniform(0.0, 0.5))
+        implants.append(
+            Implant(
+                f"{first:02d} cobalt {human_interval(sleep)} j={jitter:.0%} "
+                f"to a host name over {count} addresses",
+                take_hosts(1),
+                f"cdn{first}.fronted.example",
+                443,
+                sleep,
+                "cobalt",
+                jitter,
+                hostname=f"cdn{first}.fronted.example",
+                addresses=tuple(next(rare) for _ in range(count)),
+            )
+        )
+    if rng.random() < 0.7:
+        hours = float(rng.uniform(1.5, 14))
+        implants.append(
+            Implant(
+                f"{first + len(implants):02d} long connection: sessions of {hours:.1f} h",
+                take_hosts(1),
+                next(rare),
+                int(rng.choice([443, 8443, 4444])),
+                0.0,
+                session_s=hours * 3600,
+            )
+        )
+    return implants
 
 
 def _rare_destinations(rng: np.random.Generator, count: int) -> list[str]:
@@ -157,6 +203,10 @@ def _rare_destinations(rng: np.random.Generator, count: int) -> list[str]:
 
 def c2_class(implant: Implant) -> str:
     """The class of C2 a held-out implant belongs to, for recall by class."""
+    if implant.addresses:
+        return "host name over rotating addresses"
+    if implant.session_s:
+        return "long connection"
     if "worm" in implant.profile:
         return "worm"
     if "popular destination" in implant.profile:

@@ -43,6 +43,13 @@ class Implant:
     protocol: str = "TCP"
     sent: int = 420
     received: int = 1300
+    # Domain fronting / CDN-hosted C2: every check-in goes to one of `addresses` under
+    # `hostname` (`destination` is then the name, as the labels key it).
+    hostname: str = ""
+    addresses: tuple[str, ...] = ()
+    # A long connection: sessions of this many seconds back to back, each logged at its end
+    # with StartTime/EndTime (no check-ins).
+    session_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +152,9 @@ class ScenarioNetwork:
     habit_sites: int = 0
     habit_pool: int = 40
     habit_visits_per_day: float = 0.0
+    # Firewalls that log DestinationHostName: each popular site has a name, and the 40 most
+    # popular are served from 3 addresses each (a CDN), so one name spans several pairs.
+    named_sites: bool = False
 
     def host_ip(self, index: int) -> str:
         return f"10.50.{index // 200}.{index % 200 + 10}"
@@ -189,11 +199,24 @@ class ScenarioNetwork:
         rng = np.random.default_rng([self.seed, day.toordinal()])
         start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
         out: dict[str, list] = {
-            k: [] for k in ("time", "src", "dest", "port", "proto", "sent", "recv")
+            k: []
+            for k in (
+                "time",
+                "src",
+                "dest",
+                "port",
+                "proto",
+                "sent",
+                "recv",
+                "hostname",
+                "duration",
+            )
         }
 
-        def add(times, host, dest, port, proto, sent, recv):
+        def add(times, host, dest, port, proto, sent, recv, name="", duration=0.0):
             n = len(times)
+            out["hostname"].append(np.broadcast_to(np.asarray(name, dtype=object), (n,)))
+            out["duration"].append(np.broadcast_to(np.asarray(duration, dtype=np.float64), (n,)))
             out["time"].append(np.asarray(times, dtype=np.float64))
             out["src"].append(np.full(n, self.host_ip(host), dtype=object))
             out["dest"].append(np.broadcast_to(np.asarray(dest, dtype=object), (n,)))
@@ -203,6 +226,7 @@ class ScenarioNetwork:
             out["recv"].append(np.broadcast_to(np.asarray(recv), (n,)).astype(np.int64))
 
         popular = self._popular()
+        names = self.site_names() if self.named_sites else np.full(len(popular), "", object)
         weights = 1.0 / np.arange(1, len(popular) + 1)
         weights /= weights.sum()
         weekend = day.weekday() >= 5
@@ -214,15 +238,17 @@ class ScenarioNetwork:
             for burst_start in start + rng.uniform(8 * 3600, end_hour * 3600, n_bursts):
                 size = int(rng.integers(2, 30))
                 times = burst_start + np.cumsum(rng.exponential(3.0, size))
-                sites = rng.choice(popular, size=int(rng.integers(1, 4)), p=weights)
+                sites = rng.choice(len(popular), size=int(rng.integers(1, 4)), p=weights)
+                chosen = rng.choice(sites, size)
                 add(
                     times,
                     host,
-                    rng.choice(sites, size),
+                    popular[chosen],
                     443,
                     "TCP",
                     rng.lognormal(6.5, 1.0, size).astype(np.int64),
                     rng.lognormal(9.0, 1.5, size).astype(np.int64),
+                    names[chosen],
                 )
         for poller in self.pollers:
             for host in self._poller_hosts(poller):
@@ -248,6 +274,25 @@ class ScenarioNetwork:
             sleep = implant.sleep_s
             if implant.new_sleep_s and index >= self.days // 2:
                 sleep = implant.new_sleep_s
+            if implant.session_s:
+                for host in implant.hosts:
+                    ends = (
+                        start
+                        + rng.uniform(0, implant.session_s)
+                        + np.arange(30) * (implant.session_s + 60)
+                    )
+                    ends = ends[ends < start + SECONDS_PER_DAY]
+                    add(
+                        ends,
+                        host,
+                        implant.destination,
+                        implant.port,
+                        implant.protocol,
+                        implant.sent * 1000,
+                        implant.received * 1000,
+                        duration=implant.session_s,
+                    )
+                continue
             for host in implant.hosts:
                 times = _implant_times(rng, implant, sleep, start)
                 if implant.burst_day is not None:
@@ -256,31 +301,37 @@ class ScenarioNetwork:
                 if implant.work_hours:
                     hours = (times - start) / 3600
                     times = times[(hours >= 8) & (hours < 18)] if not weekend else times[:0]
+                destination: object = implant.destination
+                if implant.addresses:
+                    rotation = np.random.default_rng([self.seed, day.toordinal(), host, 11])
+                    destination = rotation.choice(np.array(implant.addresses, object), len(times))
                 add(
                     times,
                     host,
-                    implant.destination,
+                    destination,
                     implant.port,
                     implant.protocol,
                     implant.sent + rng.integers(-6, 7, len(times)),
                     implant.received + rng.integers(-20, 21, len(times)),
+                    implant.hostname or self.name_of(implant.destination),
                 )
         if self.habit_sites:
             habit_rng = np.random.default_rng([self.seed, day.toordinal(), 7])
             for host in range(self.hosts):
                 sites = np.random.default_rng([self.seed, host, 7]).choice(
-                    popular[: self.habit_pool], self.habit_sites, replace=False
+                    self.habit_pool, self.habit_sites, replace=False
                 )
                 visits = habit_rng.poisson(self.habit_visits_per_day, len(sites))
                 times = start + habit_rng.uniform(7 * 3600, 23 * 3600, visits.sum())
                 add(
                     times,
                     host,
-                    np.repeat(sites, visits),
+                    popular[np.repeat(sites, visits)],
                     443,
                     "TCP",
                     habit_rng.lognormal(6.5, 1.0, len(times)).astype(np.int64),
                     habit_rng.lognormal(9.0, 1.5, len(times)).astype(np.int64),
+                    names[np.repeat(sites, visits)],
                 )
         events = {k: np.concatenate(v) for k, v in out.items()}
         inside = (events["time"] >= start) & (events["time"] < start + SECONDS_PER_DAY)
@@ -298,6 +349,20 @@ class ScenarioNetwork:
             for a, (b, c, d) in zip(first, rng.integers(1, 250, (400, 3)), strict=True)
         ]
         return np.array([CDN, *sites[1:]])
+
+    def site_names(self) -> np.ndarray:
+        """The host name of each popular address (aligned with `_popular`)."""
+        count = len(self._popular())
+        return np.array(
+            [f"site{i // 3 if i < 120 else i - 80}.example" for i in range(count)], dtype=object
+        )
+
+    def name_of(self, address: str) -> str:
+        """The host name a firewall logs for `address` (empty when sites are unnamed)."""
+        if not self.named_sites:
+            return ""
+        where = np.flatnonzero(self._popular() == address)
+        return str(self.site_names()[where[0]]) if len(where) else ""
 
 
 def _implant_times(

@@ -75,6 +75,16 @@ case("ipv6-nine-groups", "bad_ip", DestinationIP="1:2:3:4:5:6:7:8:9")
 case("ipv6-zone", "bad_ip", SourceIP="fe80::1%eth0")
 case("no-protocol-no-vendor", "kept", Protocol=None, DeviceVendor=None, DeviceProduct=None)
 case("drift", "kept", NewVendorField="x", **{"z" * 100: 1})
+# The session's span (long connections): ISO 8601, end not before start.
+case("span-ok", "kept", StartTime="2026-04-14T06:00:00Z", EndTime="2026-04-14T08:00:00Z")
+case("span-start-only", "kept", StartTime="2026-04-14T06:00:00Z")
+case("span-garbage", "bad_time_range", StartTime="six o'clock")
+case(
+    "span-reversed",
+    "bad_time_range",
+    StartTime="2026-04-14T09:00:00Z",
+    EndTime="2026-04-14T08:00:00Z",
+)
 # Timestamps in other formats, or outside the day.
 case("portal-time", "kept", ts="4/14/2026, 10:52:35.857 AM")
 case("portal-time-pm", "kept", ts="4/14/2026, 1:02:03 PM")

@@ -1,8 +1,11 @@
 """The held-out scenario networks are a function of their seed, in any process."""
 
+import datetime as dt
 import os
 import subprocess
 import sys
+
+import pytest
 
 from pipeline_tests.eval.held_out import REPORT_SEEDS, TUNING_SEEDS, draw_network
 
@@ -31,3 +34,26 @@ def test_tuning_and_report_seeds_do_not_overlap_and_draw_labeled_c2() -> None:
     for seed in TUNING_SEEDS + REPORT_SEEDS:
         labels = draw_network(seed).labels()
         assert sum(row["label"] == "c2" for row in labels) >= 14
+
+
+def test_named_and_long_session_c2_write_the_fields_they_need(tmp_path) -> None:
+    import json
+
+    from pipeline.sample.traffic import write_export_day
+
+    network = draw_network(TUNING_SEEDS[1])  # draws both kinds
+    named = next(i for i in network.implants if i.addresses)
+    long = next(i for i in network.implants if i.session_s)
+    write_export_day(tmp_path, network.first_day, network)
+    records = [json.loads(line) for f in tmp_path.rglob("*.json") for line in f.open()]
+    to_name = [r for r in records if r.get("DestinationHostName") == named.hostname]
+    assert {r["DestinationIP"] for r in to_name} == set(named.addresses)
+    sessions = [r for r in records if r["DestinationIP"] == long.destination]
+    assert sessions
+    for r in sessions:
+        span = dt.datetime.fromisoformat(r["EndTime"]) - dt.datetime.fromisoformat(r["StartTime"])
+        assert span.total_seconds() == pytest.approx(long.session_s, abs=1e-3)
+        assert r["EndTime"] == r["TimeGenerated"]
+    # Popular sites carry names, and the most popular name spans three addresses.
+    names = network.site_names()
+    assert len(set(names[:3])) == 1 and names[3] != names[0]
