@@ -318,9 +318,10 @@ def _candidate_pairs(
         "destination_first_day",
     ]
     host_pairs = _host_name_pairs(fanned, window_pairs.filter(eligible), params)
+    if host_pairs is not None:
+        ip_pairs = ip_pairs.select(*columns).unionByName(host_pairs.select(*columns))
     return (
         ip_pairs.select(*columns)
-        .unionByName(host_pairs.select(*columns))
         .join(F.broadcast(population), "target", "left")
         .fillna(0, ["internal_sources_to_destination", "internal_sources"])
         .withColumn(
@@ -366,11 +367,12 @@ def _gathered(rows: DataFrame, extra: list[Column]) -> DataFrame:
 
 def _host_name_pairs(
     fanned: DataFrame, window_pairs: DataFrame, params: DetectionParams
-) -> DataFrame:
+) -> DataFrame | None:
     """One pair per (target, source, host name, port, protocol) whose connections went to two
     or more addresses: C2 behind a CDN or domain fronting rotates IPs under one name, which
     splits its timer into sparse per-IP pairs. Scored like a pair; its DestinationIP is the
-    address it used most, `destination_ips` all of them. Prevalence is that of the name."""
+    address it used most, `destination_ips` all of them. Prevalence is that of the name.
+    None when no name spans two addresses (the window's summaries are then not read again)."""
     by_host = ["target", "SourceIP", "host_hash", "DestinationPort", "Protocol"]
     groups = (
         window_pairs.filter(F.col("host_hash").isNotNull() & ~F.col("is_strobe"))
@@ -379,6 +381,8 @@ def _host_name_pairs(
         .filter((F.col("addresses") >= 2) & (F.col("connections") >= params.min_connections))
         .select(*by_host)
     )
+    if groups.isEmpty():  # from the cached window pairs: cheap
+        return None
     names = window_pairs.filter(F.col("host_hash").isNotNull()).groupBy("target", "host_hash")
     destinations = names.agg(
         F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias(
