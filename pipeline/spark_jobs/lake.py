@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import fsspec
+import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 from pyspark.sql import DataFrame, SparkSession
 
@@ -164,6 +165,21 @@ def write_pandas_day(frame: Any, lake_url: str, table: str, day: dt.date, name: 
             handle.write(frame)
     else:
         with fs.open(tmp, "wb") as handle:
-            frame.to_parquet(handle, index=False)
+            pq.write_table(_readable_by_pandas(frame), handle)
     fs.mv(tmp, final)
     return f"{target}/{name}"
+
+
+def _readable_by_pandas(frame: Any) -> Any:
+    """The frame as an Arrow table pandas can read back. An empty day's list columns have an
+    ArrowDtype, which pandas records under a name it cannot parse ('list<item: int64>[pyarrow]'):
+    the file would fail every reader. They are recorded as object columns, as a day with rows
+    has them."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    for column in meta["columns"]:
+        if str(column.get("numpy_type", "")).startswith("list<"):
+            column["numpy_type"] = "object"
+    return table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta)})

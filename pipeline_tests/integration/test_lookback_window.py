@@ -68,6 +68,16 @@ def candidates(lake_url: str, day: dt.date) -> pd.DataFrame:
     return pd.read_parquet(path) if lake._exists(path) else pd.DataFrame(columns=["SourceIP"])
 
 
+def detect(spark, lake_url: str, rows: dict[dt.date, list[dict]], **overrides) -> pd.DataFrame:
+    """Summarise the days of `rows` and score the last one over all of them; its candidates."""
+    days = sorted(rows)
+    write_sessions(spark, lake_url, rows)
+    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
+    window = params(len(days), **overrides)
+    beaconing_candidates.run(spark, lake_url=lake_url, days=[days[-1]], params=window)
+    return candidates(lake_url, days[-1])
+
+
 def test_daily_summary_keeps_sorted_aligned_events(spark, tmp_path):
     lake_url = str(tmp_path / "lake")
     day = START
@@ -183,11 +193,7 @@ def test_a_timer_shared_by_many_hosts_is_a_schedule_unless_its_destination_is_ne
         if n >= 3:
             for i in range(5):
                 rows[day] += timer(day, 300, f"10.0.1.{i}", "192.0.2.66", 445, seed=300 + i)
-    write_sessions(spark, lake_url, rows)
-    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
-    last = days[-1]
-    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(5))
-    found = candidates(lake_url, last)
+    found = detect(spark, lake_url, rows)
     assert "198.51.100.50" not in set(found.DestinationIP)
     beacon = found[found.SourceIP == "10.0.0.20"].iloc[0]
     assert beacon["internal_sources_to_destination"] == 1
@@ -213,11 +219,7 @@ def test_a_few_hosts_of_many_on_one_timer_to_a_rare_destination_are_reported(spa
         # The other 37 hosts browse elsewhere now and then; they make up the population.
         for i in range(37):
             rows[day] += timer(day, 4 * 3600, f"10.0.3.{i}", "151.101.1.1", 443, seed=500 + i)[:2]
-    write_sessions(spark, lake_url, rows)
-    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
-    last = days[-1]
-    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(5))
-    found = candidates(lake_url, last)
+    found = detect(spark, lake_url, rows)
     group = found[found.DestinationIP == "203.0.113.77"]
     assert sorted(group.SourceIP) == ["10.0.0.10", "10.0.0.11", "10.0.0.12"]
     assert (group["internal_sources"] == 40).all()
@@ -261,11 +263,7 @@ def test_a_beacon_over_rotating_addresses_of_one_name_is_reported_once_with_its_
         ]
         for i in range(20):  # the population
             rows[day] += timer(day, 4 * 3600, f"10.0.3.{i}", "151.101.1.1", 443, seed=500 + i)[:2]
-    write_sessions(spark, lake_url, rows)
-    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
-    last = days[-1]
-    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(3))
-    found = candidates(lake_url, last)
+    found = detect(spark, lake_url, rows)
     mine = found[found.SourceIP == "10.0.0.30"]
     assert len(mine) == 1, mine[["DestinationIP", "score", "reasons"]]
     row = mine.iloc[0]
@@ -352,13 +350,7 @@ def test_sparse_visits_to_a_site_every_host_reaches_are_not_reported(spark, tmp_
                 }
             )
             at += pd.Timedelta(hours=36 * rng.uniform(0.5, 1.5))
-    write_sessions(spark, lake_url, rows)
-    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
-    last = days[-1]
-    beaconing_candidates.run(
-        spark, lake_url=lake_url, days=[last], params=params(21, min_connections=10)
-    )
-    assert candidates(lake_url, last).empty
+    assert detect(spark, lake_url, rows, min_connections=10).empty
 
 
 @pytest.mark.parametrize(("sleep_s", "jitter"), [(300, 0.2), (60, 0.5)])
@@ -392,11 +384,7 @@ def test_a_jittered_timer_inside_browsing_of_a_popular_destination_is_reported(
                 }
             )
             at += pd.Timedelta(seconds=sleep_s * rng.uniform(1 - jitter, 1 + jitter))
-    write_sessions(spark, lake_url, rows)
-    pair_daily_stats.run(spark, lake_url=lake_url, days=days)
-    last = days[-1]
-    beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(3))
-    found = candidates(lake_url, last)
+    found = detect(spark, lake_url, rows)
     assert list(zip(found.SourceIP, found.DestinationIP, strict=True)) == [("10.0.5.0", popular)]
     row = found.iloc[0]
     assert row["median_interval_s"] == pytest.approx(sleep_s, rel=0.1)
