@@ -29,6 +29,9 @@ NEW_ASN_DAYS = 7
 # where one implant calls home: such a pair is reported only when the destination is new or
 # threat intel names it. The candidates table keeps it (counted in the metadata).
 POPULAR_PREVALENCE = 0.5
+# ...and by at least this many of them: in a capture of one or a few hosts every destination is
+# reached by "all of them", which says nothing about popularity.
+POPULAR_MIN_HOSTS = 10
 NEW_ASN_COLUMNS: dict[str, str] = {"new_asn": "boolean"}
 RANK_COLUMNS: dict[str, str] = {"risk_score": "float64", "risk_rank": "int64"}
 # Every column enrichment adds, in output order, with the dtype it has even on an empty day.
@@ -147,8 +150,9 @@ def enrich_days(
             sources["geoip_asn"]["new_asn"] = _count(days, "new_asn")
     sources["threat_intel_matches"] = ti_matched
     sources["held_back_popular"] = {
-        "rule": f"destination reached by more than {POPULAR_PREVALENCE:.0%} of internal hosts, "
-        "not new, no threat-intel match (kept in beaconing_candidates)",
+        "rule": f"destination reached by more than {POPULAR_PREVALENCE:.0%} of internal hosts "
+        f"(and {POPULAR_MIN_HOSTS} at least), not new, no threat-intel match (kept in "
+        "beaconing_candidates)",
         "pairs_per_day": held_back,
     }
     return Enriched(days=days, sources=sources)
@@ -158,7 +162,9 @@ def held_back_as_popular(candidates: pd.DataFrame) -> pd.Series:
     """The rows `POPULAR_PREVALENCE` holds back."""
     new = candidates["new_destination"].astype("boolean").fillna(False)
     matched = candidates["ti_match"].astype("boolean").fillna(False)
-    return ((candidates["prevalence"] > POPULAR_PREVALENCE) & ~new & ~matched).astype(bool)
+    hosts = candidates["internal_sources_to_destination"].astype("Int64").fillna(0)
+    popular = (candidates["prevalence"] > POPULAR_PREVALENCE) & (hosts >= POPULAR_MIN_HOSTS)
+    return (popular & ~new & ~matched).astype(bool)
 
 
 def load_local_indicators(

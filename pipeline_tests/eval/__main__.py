@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.definitions import build_definitions
-from pipeline.enrichment.enrich import POPULAR_PREVALENCE
+from pipeline.enrichment.enrich import POPULAR_MIN_HOSTS, POPULAR_PREVALENCE
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.sample.traffic import write_export_day
 from pipeline.settings import load_settings
@@ -114,6 +114,12 @@ def row_keys(frame: pd.DataFrame) -> list[set[tuple]]:
             found.add((r.SourceIP, r.destination_hostname, port, r.Protocol))
         out.append(found)
     return out
+
+
+def popular_destination(frame: pd.DataFrame) -> pd.Series:
+    """Rows to a destination the popularity rule calls popular (new or TI-named or not)."""
+    hosts = frame.internal_sources_to_destination.astype("Int64").fillna(0)
+    return (frame.prevalence > POPULAR_PREVALENCE) & (hosts >= POPULAR_MIN_HOSTS)
 
 
 def found_keys(frame: pd.DataFrame) -> set[tuple]:
@@ -237,9 +243,7 @@ def held_out_runs(workdir: Path, seeds: tuple[int, ...]) -> None:
         # Profiles the popularity rule holds back: found as candidates, to a destination more
         # than half of the hosts reach, so by design not reported (issue 14's rule).
         candidates = read_day(lake_url, "beaconing_candidates", last)
-        popular = (
-            candidates[candidates.prevalence > POPULAR_PREVALENCE] if len(candidates) else None
-        )
+        popular = candidates[popular_destination(candidates)] if len(candidates) else None
         popular_keys = set().union(*row_keys(popular)) if popular is not None else set()
         c2 = labels[labels.label == "c2"]
         by_rule = {
@@ -258,7 +262,7 @@ def held_out_runs(workdir: Path, seeds: tuple[int, ...]) -> None:
         for i in result["false_rows"][:10]:
             row = ours.iloc[i]
             print(f"  false positive {keys_list(ours)[i]}: score {row.score:.2f}: {row.reasons}")
-        reported_popular = int((ours.prevalence > POPULAR_PREVALENCE).sum()) if len(ours) else 0
+        reported_popular = int(popular_destination(ours).sum()) if len(ours) else 0
         held_back = len(candidates) - len(ours)
         print(
             f"  reported to a destination more than half of the hosts reach: {reported_popular}"

@@ -204,7 +204,7 @@ def test_a_destination_most_hosts_reach_is_reported_only_when_new_or_named_by_th
     day = LAST
     columns = {f.name: None for f in BEACONING_CANDIDATES.fields}
 
-    def candidate(destination: str, prevalence: float, new: bool) -> dict:
+    def candidate(destination: str, prevalence: float, new: bool, population: int = 40) -> dict:
         return {
             **columns,
             "SourceIP": "10.0.0.5",
@@ -215,6 +215,8 @@ def test_a_destination_most_hosts_reach_is_reported_only_when_new_or_named_by_th
             "score": 0.9,
             "connections": 500,
             "prevalence": prevalence,
+            "internal_sources_to_destination": round(prevalence * population),
+            "internal_sources": population,
             "new_destination": new,
             "first_seen_age_days": 10,
             "reasons": "test",
@@ -227,10 +229,14 @@ def test_a_destination_most_hosts_reach_is_reported_only_when_new_or_named_by_th
             candidate("192.0.2.11", 0.9, new=True),  # popular but new: reported
             candidate(SLIVER, 0.9, new=False),  # popular, named by threat intel: reported
             candidate("192.0.2.12", 0.5, new=False),  # half of the hosts exactly: reported
+            # The one host of a capture reaches everything: not popularity, reported.
+            candidate("192.0.2.13", 1.0, new=False, population=1),
         ]
     )
     enriched = enrich_days(settings, {day: frame}, now=dt.datetime.now(dt.UTC))
     reported = enriched.days[day]
-    assert sorted(reported["DestinationIP"]) == sorted(["192.0.2.11", SLIVER, "192.0.2.12"])
+    assert sorted(reported["DestinationIP"]) == sorted(
+        ["192.0.2.11", SLIVER, "192.0.2.12", "192.0.2.13"]
+    )
     held_back = enriched.sources["held_back_popular"]
     assert held_back["pairs_per_day"] == {day.isoformat(): 1}
