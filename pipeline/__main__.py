@@ -46,6 +46,7 @@ def show(limit: int) -> int:
     with pd.option_context("display.width", 250, "display.max_colwidth", 120):
         table = ranked.head(limit)[SHOW_COLUMNS].copy()
         table["score"] = table["score"].round(2)
+        table["destination_hostname"] = table["destination_hostname"].fillna("")  # not <NA>
         print(table.to_string(index=False))
     return 0
 
