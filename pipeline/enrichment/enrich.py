@@ -158,13 +158,19 @@ def enrich_days(
     return Enriched(days=days, sources=sources)
 
 
-def held_back_as_popular(candidates: pd.DataFrame) -> pd.Series:
-    """The rows `POPULAR_PREVALENCE` holds back."""
-    new = candidates["new_destination"].astype("boolean").fillna(False)
-    matched = candidates["ti_match"].astype("boolean").fillna(False)
+def popular_destination(candidates: pd.DataFrame) -> pd.Series:
+    """Rows to a destination more than `POPULAR_PREVALENCE` of (and `POPULAR_MIN_HOSTS`)
+    internal hosts reach."""
     hosts = candidates["internal_sources_to_destination"].astype("Int64").fillna(0)
     popular = (candidates["prevalence"] > POPULAR_PREVALENCE) & (hosts >= POPULAR_MIN_HOSTS)
-    return (popular & ~new & ~matched).astype(bool)
+    return popular.astype(bool)
+
+
+def held_back_as_popular(candidates: pd.DataFrame) -> pd.Series:
+    """The popular rows that are neither new nor named by threat intel: not reported."""
+    new = candidates["new_destination"].astype("boolean").fillna(False)
+    matched = candidates["ti_match"].astype("boolean").fillna(False)
+    return (popular_destination(candidates) & ~new & ~matched).astype(bool)
 
 
 def load_local_indicators(

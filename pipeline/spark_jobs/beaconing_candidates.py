@@ -259,12 +259,7 @@ def _candidate_pairs(
 ) -> DataFrame:
     """One row per (target day, pair) worth scoring, with its context and, unless it is a
     strobe, its events over the window (times in ms from the window's start)."""
-    destinations = window_pairs.groupBy("target", "DestinationIP").agg(
-        F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias(
-            "internal_sources_to_destination"
-        ),
-        F.min("pair_first_day").alias("destination_first_day"),
-    )
+    destinations = _destination_context(window_pairs, "DestinationIP")
     # The window's observed time: a capture of 50 minutes, or a network whose logs start
     # mid-window, must not make every pair look short-lived.
     population = window_pairs.groupBy("target").agg(
@@ -290,7 +285,7 @@ def _candidate_pairs(
     # (A strobe's days carry no arrays: collect_list skips the nulls.)
     ip_pairs = (
         pairs.join(
-            _gathered(fanned.join(pairs.select("target", *PAIR_KEY), ["target", *PAIR_KEY]), []),
+            _gathered(fanned.join(pairs.select("target", *PAIR_KEY), ["target", *PAIR_KEY])),
             ["target", *PAIR_KEY],
             "left",
         )
@@ -317,12 +312,12 @@ def _candidate_pairs(
         "internal_sources_to_destination",
         "destination_first_day",
     ]
+    candidates = ip_pairs.select(*columns)
     host_pairs = _host_name_pairs(fanned, window_pairs.filter(eligible), params)
     if host_pairs is not None:
-        ip_pairs = ip_pairs.select(*columns).unionByName(host_pairs.select(*columns))
+        candidates = candidates.unionByName(host_pairs.select(*columns))
     return (
-        ip_pairs.select(*columns)
-        .join(F.broadcast(population), "target", "left")
+        candidates.join(F.broadcast(population), "target", "left")
         .fillna(0, ["internal_sources_to_destination", "internal_sources"])
         .withColumn(
             "prevalence",
@@ -348,7 +343,17 @@ def _candidate_pairs(
     )
 
 
-def _gathered(rows: DataFrame, extra: list[Column]) -> DataFrame:
+def _destination_context(window_pairs: DataFrame, destination: str) -> DataFrame:
+    """Per (target, destination): internal hosts reaching it, and its first day in the window."""
+    return window_pairs.groupBy("target", destination).agg(
+        F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias(
+            "internal_sources_to_destination"
+        ),
+        F.min("pair_first_day").alias("destination_first_day"),
+    )
+
+
+def _gathered(rows: DataFrame, *extra: Column) -> DataFrame:
     """Per (target, pair) of `rows`: the window's events in ms from its start, and the
     destination's names."""
     day = F.to_date("date")
@@ -383,12 +388,8 @@ def _host_name_pairs(
     )
     if groups.isEmpty():  # from the cached window pairs: cheap
         return None
-    names = window_pairs.filter(F.col("host_hash").isNotNull()).groupBy("target", "host_hash")
-    destinations = names.agg(
-        F.countDistinct(F.when(F.col("src_internal"), F.col("SourceIP"))).alias(
-            "internal_sources_to_destination"
-        ),
-        F.min("pair_first_day").alias("destination_first_day"),
+    destinations = _destination_context(
+        window_pairs.filter(F.col("host_hash").isNotNull()), "host_hash"
     )
     rows = (
         fanned.withColumn("host_hash", _host_hash())
@@ -399,16 +400,14 @@ def _host_name_pairs(
     # until the aggregation below picks the address used most.
     gathered = _gathered(
         rows.withColumn("DestinationIP", F.col("host_hash").cast("string")),
-        [
-            F.sum("connections").alias("connections"),
-            F.countDistinct("date").cast("int").alias("days_seen"),
-            F.min("first_seen").alias("first_seen"),
-            F.max("last_seen").alias("last_seen"),
-            F.sum("sent_bytes_total").alias("sent_bytes_total"),
-            F.sum("received_bytes_total").alias("received_bytes_total"),
-            F.array_sort(F.collect_set("_address")).alias("destination_ips"),
-            F.max_by("_address", "connections").alias("_most_used"),
-        ],
+        F.sum("connections").alias("connections"),
+        F.countDistinct("date").cast("int").alias("days_seen"),
+        F.min("first_seen").alias("first_seen"),
+        F.max("last_seen").alias("last_seen"),
+        F.sum("sent_bytes_total").alias("sent_bytes_total"),
+        F.sum("received_bytes_total").alias("received_bytes_total"),
+        F.array_sort(F.collect_set("_address")).alias("destination_ips"),
+        F.max_by("_address", "connections").alias("_most_used"),
     )
     return (
         gathered.withColumn("host_hash", F.col("DestinationIP").cast("long"))

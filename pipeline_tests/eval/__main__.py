@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.definitions import build_definitions
-from pipeline.enrichment.enrich import POPULAR_MIN_HOSTS, POPULAR_PREVALENCE
+from pipeline.enrichment.enrich import popular_destination
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.sample.traffic import write_export_day
 from pipeline.settings import load_settings
@@ -114,12 +114,6 @@ def row_keys(frame: pd.DataFrame) -> list[set[tuple]]:
             found.add((r.SourceIP, r.destination_hostname, port, r.Protocol))
         out.append(found)
     return out
-
-
-def popular_destination(frame: pd.DataFrame) -> pd.Series:
-    """Rows to a destination the popularity rule calls popular (new or TI-named or not)."""
-    hosts = frame.internal_sources_to_destination.astype("Int64").fillna(0)
-    return (frame.prevalence > POPULAR_PREVALENCE) & (hosts >= POPULAR_MIN_HOSTS)
 
 
 def found_keys(frame: pd.DataFrame) -> set[tuple]:
