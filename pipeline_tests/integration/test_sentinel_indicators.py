@@ -231,6 +231,7 @@ def test_sentinel_indicators_reach_the_enriched_beacons(az_cli, test_ca, tmp_pat
                 "kind": "beacon",
                 "score": score,
                 "prevalence": 0.02,
+                "internal_sources_to_destination": 1,
                 "first_seen_age_days": 10,
                 "connections": 500,
                 "new_destination": False,
