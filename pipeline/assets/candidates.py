@@ -1,7 +1,9 @@
 """beaconing_candidates: pairs that call out on a timer over the lookback window, with reasons."""
 
 import datetime as dt
-import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -10,13 +12,14 @@ from pipeline import plots
 from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
 from pipeline.checks import low_coverage_days
 from pipeline.detection import allowlist
-from pipeline.partitions import days_in_run, lookback_window
-from pipeline.resources.spark import SparkJobRunner
+from pipeline.partitions import lookback_window
+from pipeline.resources.spark import SparkStep
 from pipeline.settings import Settings
 from pipeline.spark_jobs import beaconing_candidates, lake
 from pipeline.spark_jobs.beaconing_candidates import DetectionParams
 from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 
+NAME = "beaconing_candidates"
 GROUP = "detect"
 COVERAGE_CHECK = "window_coverage"
 TOP_COLUMNS = [
@@ -74,12 +77,10 @@ def run_summary(report: dict[str, dict], pictures: dict[dt.date, tuple[str, byte
     return f"{len(rows)} day(s), {total} candidate(s)\n\n" + markdown_table(rows)
 
 
-def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="beaconing_candidates",
+def spec(settings: Settings) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        NAME,
         group_name=GROUP,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[
             dg.AssetDep(
                 "pair_daily_stats", partition_mapping=lookback_window(settings.lookback_days)
@@ -88,101 +89,110 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         kinds={"spark", "parquet"},
         owners=OWNERS,
         metadata={"dagster/column_schema": table_schema(BEACONING_CANDIDATES)},
-        check_specs=[
-            dg.AssetCheckSpec(
-                COVERAGE_CHECK,
-                asset="beaconing_candidates",
-                blocking=True,
-                description=(
-                    "Fails (and stops the day before the watchlist) when a day's lookback window "
-                    f"has less than {settings.min_window_coverage:.0%} of its days (from the "
-                    "start date, or the lake's first day when later) in the lake."
-                ),
-            )
-        ],
         description=(
             f"Pairs whose connections over the last {settings.lookback_days} days look like a "
             "timer (jitter-tolerant timing, size, histogram and duration scores), to external "
             "destinations few internal hosts use; one row per reported pair with its reasons."
         ),
     )
-    def beaconing_candidates_asset(
-        context: dg.AssetExecutionContext, spark: SparkJobRunner
-    ) -> dg.MaterializeResult:
-        days = days_in_run(context)
-        context.log.info(
-            f"stage beaconing_candidates: scoring {len(days)} day(s), each over a "
-            f"{settings.lookback_days}-day window of pair_daily_stats"
-        )
-        started = time.monotonic()
-        entries, problems = allowlist.load(settings.lake_url)
-        for problem in problems:
-            context.log.warning(f"allowlist {allowlist.ALLOWLIST_PATH}: {problem}")
-        context.log.info(f"allowlist: {len(entries)} entr(ies) from {allowlist.ALLOWLIST_PATH}")
-        report = spark.run(
-            beaconing_candidates.run,
-            lake_url=settings.lake_url,
-            days=days,
-            params=detection_params(settings, entries),
-        )
-        for day, facts in sorted(report.items()):
-            if facts["window_days_missing"]:
-                context.log.warning(
-                    f"{day}: window misses {len(facts['window_days_missing'])} day(s) of "
-                    f"pair_daily_stats: {', '.join(facts['window_days_missing'])}"
-                )
-        context.log.info(
-            f"stage beaconing_candidates: {sum(f['rows'] for f in report.values())} candidate(s) "
-            f"in {time.monotonic() - started:.0f} s; drawing the plots"
-        )
-        frames = {d: read_day(settings.lake_url, beaconing_candidates.TABLE, str(d)) for d in days}
-        pictures = {d: plots.plot_day(settings.lake_url, d, frames[d]) for d in days}
-        latest = max(report)
-        top = frames[dt.date.fromisoformat(latest)]
-        if not top.empty:
-            top = top.sort_values("score", ascending=False).head(20)
-        low = low_coverage_days(report, settings.min_window_coverage)
-        latest_png = pictures[dt.date.fromisoformat(latest)]
-        rows = sum(f["rows"] for f in report.values())
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": rows,
-                "candidates": rows,
-                "strobes": sum(f["strobes"] for f in report.values()),
-                "lookback_days": settings.lookback_days,
-                "window_coverage": dg.MetadataValue.md(
-                    markdown_table(
-                        per_day_rows(
-                            report,
-                            ["window_start", "window_days_present", "window_days_missing", "rows"],
-                        )
-                    )
-                ),
-                f"top_candidates_{latest}": dg.MetadataValue.md(
-                    markdown_table(top.to_dict("records"), TOP_COLUMNS)
-                    if not top.empty
-                    else "(none)"
-                ),
-                "path": dg.MetadataValue.path(
-                    lake.table_url(settings.lake_url, beaconing_candidates.TABLE)
-                ),
-                "plot": dg.MetadataValue.path(latest_png[0]),
-                f"plot_{latest}": dg.MetadataValue.md(
-                    plots.markdown_image(latest_png[1], f"top candidates {latest}")
-                ),
-                "run_summary": dg.MetadataValue.md(run_summary(report, pictures)),
-            },
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=COVERAGE_CHECK,
-                    passed=not low,
-                    severity=dg.AssetCheckSeverity.ERROR,
-                    metadata={
-                        "minimum": settings.min_window_coverage,
-                        "days_below_minimum": dg.MetadataValue.json(low),
-                    },
-                )
-            ],
-        )
 
-    return beaconing_candidates_asset
+
+def check_specs(settings: Settings) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            COVERAGE_CHECK,
+            asset=NAME,
+            blocking=True,
+            description=(
+                "Fails (and stops the day before the watchlist) when a day's lookback window "
+                f"has less than {settings.min_window_coverage:.0%} of its days (from the "
+                "start date, or the lake's first day when later) in the lake."
+            ),
+        )
+    ]
+
+
+@dataclass
+class Plan:
+    steps: list[SparkStep]
+    days: list[dt.date]
+
+
+def plan(settings: Settings, days: list[dt.date], log: Any, stack: ExitStack) -> Plan:
+    log.info(
+        f"stage beaconing_candidates: scoring {len(days)} day(s), each over a "
+        f"{settings.lookback_days}-day window of pair_daily_stats"
+    )
+    entries, problems = allowlist.load(settings.lake_url)
+    for problem in problems:
+        log.warning(f"allowlist {allowlist.ALLOWLIST_PATH}: {problem}")
+    log.info(f"allowlist: {len(entries)} entr(ies) from {allowlist.ALLOWLIST_PATH}")
+    params = {
+        "lake_url": settings.lake_url,
+        "days": days,
+        "params": detection_params(settings, entries),
+    }
+    return Plan([(beaconing_candidates.run, params)], days)
+
+
+def result(settings: Settings, plan: Plan, reports: list[dict], log: Any) -> dg.MaterializeResult:
+    (report,) = reports
+    days = plan.days
+    for day, facts in sorted(report.items()):
+        if facts["window_days_missing"]:
+            log.warning(
+                f"{day}: window misses {len(facts['window_days_missing'])} day(s) of "
+                f"pair_daily_stats: {', '.join(facts['window_days_missing'])}"
+            )
+    log.info(
+        f"stage beaconing_candidates: {sum(f['rows'] for f in report.values())} candidate(s); "
+        "drawing the plots"
+    )
+    frames = {d: read_day(settings.lake_url, beaconing_candidates.TABLE, str(d)) for d in days}
+    pictures = {d: plots.plot_day(settings.lake_url, d, frames[d]) for d in days}
+    latest = max(report)
+    top = frames[dt.date.fromisoformat(latest)]
+    if not top.empty:
+        top = top.sort_values("score", ascending=False).head(20)
+    low = low_coverage_days(report, settings.min_window_coverage)
+    latest_png = pictures[dt.date.fromisoformat(latest)]
+    rows = sum(f["rows"] for f in report.values())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "candidates": rows,
+            "strobes": sum(f["strobes"] for f in report.values()),
+            "lookback_days": settings.lookback_days,
+            "window_coverage": dg.MetadataValue.md(
+                markdown_table(
+                    per_day_rows(
+                        report,
+                        ["window_start", "window_days_present", "window_days_missing", "rows"],
+                    )
+                )
+            ),
+            f"top_candidates_{latest}": dg.MetadataValue.md(
+                markdown_table(top.to_dict("records"), TOP_COLUMNS) if not top.empty else "(none)"
+            ),
+            "path": dg.MetadataValue.path(
+                lake.table_url(settings.lake_url, beaconing_candidates.TABLE)
+            ),
+            "plot": dg.MetadataValue.path(latest_png[0]),
+            f"plot_{latest}": dg.MetadataValue.md(
+                plots.markdown_image(latest_png[1], f"top candidates {latest}")
+            ),
+            "run_summary": dg.MetadataValue.md(run_summary(report, pictures)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                asset_key=NAME,
+                check_name=COVERAGE_CHECK,
+                passed=not low,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "minimum": settings.min_window_coverage,
+                    "days_below_minimum": dg.MetadataValue.json(low),
+                },
+            )
+        ],
+    )

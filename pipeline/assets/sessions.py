@@ -1,8 +1,9 @@
 """network_sessions: the day's firewall records, typed and deduplicated, bad ones quarantined."""
 
 import datetime as dt
-import time
 from collections import Counter
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -10,139 +11,134 @@ import dagster as dg
 from pipeline import export_layout, storage
 from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
 from pipeline.checks import export_schema_drift
-from pipeline.partitions import days_in_run
-from pipeline.resources.spark import SparkJobRunner
+from pipeline.resources.spark import SparkStep
 from pipeline.sensors import export_fingerprint, record_fingerprints
 from pipeline.settings import Settings
 from pipeline.spark_jobs import lake, network_sessions
 from pipeline.spark_jobs.schemas import NETWORK_SESSIONS
 
+NAME = "network_sessions"
 GROUP = "ingest"
 QUARANTINE_CHECK = "quarantine_ratio_within_limit"
 ROWS_CHECK = "has_rows"
 SCHEMA_CHECK = "export_schema_unchanged"
-# A range run reads this many days per Spark pass (one JVM for the whole run): peak memory
-# then stays that of a few days, however long the backfill.
+# A range run reads this many days per Spark pass (one step each, all in one submission): peak
+# memory then stays that of a few days, however long the backfill.
 DAYS_PER_PASS = 3
 
 
-def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="network_sessions",
+def spec(settings: Settings) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        NAME,
         group_name=GROUP,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
         deps=["commonsecuritylog_export"],
         kinds={"spark", "parquet"},
         owners=OWNERS,
         metadata={"dagster/column_schema": table_schema(NETWORK_SESSIONS)},
-        check_specs=[
-            dg.AssetCheckSpec(
-                QUARANTINE_CHECK,
-                asset="network_sessions",
-                blocking=True,
-                description=(
-                    "Fails (and stops the day before the watchlist) when more than "
-                    f"{settings.max_quarantine_ratio:.0%} of a day's records are quarantined."
-                ),
-            ),
-            dg.AssetCheckSpec(
-                ROWS_CHECK,
-                asset="network_sessions",
-                blocking=True,
-                description="Fails (and stops the day before the watchlist) on a day with no rows.",
-            ),
-            dg.AssetCheckSpec(
-                SCHEMA_CHECK,
-                asset="network_sessions",
-                blocking=True,
-                description=(
-                    "Fails (and stops the day before the watchlist) when the export's records "
-                    "lack a column the pipeline needs or carry it with another JSON type "
-                    "(sampled from each day's blobs); new columns are listed, not failed."
-                ),
-            ),
-        ],
         description=(
             "Firewall connections of the day as lake parquet (network_sessions/date=D/): typed, "
             "deduplicated, vendor-filtered; malformed records go to quarantine/date=D/ with the "
             "reason."
         ),
     )
-    def network_sessions_asset(
-        context: dg.AssetExecutionContext, spark: SparkJobRunner
-    ) -> dg.MaterializeResult:
-        days = days_in_run(context)
-        # What this run reads, for the late-export sensor. Taken before the listing: a blob that
-        # lands in between is read but not fingerprinted, so it costs a re-run, never a miss.
-        fingerprints = {
-            d: export_fingerprint(settings.export_url, d, settings.workspace_resource_id)
-            for d in days
-        }
-        per_day, late = export_layout.blobs_for_days(
-            settings.export_url, days, settings.workspace_resource_id
-        )
-        empty = [d.isoformat() for d, blobs in per_day.items() if not blobs]
-        if empty:
-            raise FileNotFoundError(
-                f"no export blobs for {', '.join(empty)} under {settings.export_url}: "
-                "materialize commonsecuritylog_export for those days first"
-            )
-        urls = [b.url for d in days for b in per_day[d]] + [b.url for b in late]
-        drift = export_schema_drift({d.isoformat(): [b.url for b in per_day[d]] for d in days})
-        megabytes = sum(b.size for d in days for b in per_day[d]) / 1e6
-        context.log.info(
-            f"stage network_sessions: reading {len(urls)} export blobs ({megabytes:.1f} MB) for "
-            f"{len(days)} day(s) ({len(late)} from the next day's first hours, for late records)"
-        )
-        started = time.monotonic()
-        report: dict = {}
-        passes = export_layout.chunks(days, DAYS_PER_PASS)
-        for chunk in passes:
-            chunk_urls = export_layout.urls_for_chunk(chunk, per_day, late)
-            report.update(_read_chunk(settings, spark, chunk, chunk_urls, context.log))
-            if len(passes) > 1:
-                context.log.info(
-                    f"stage network_sessions: {len(report)}/{len(days)} days done "
-                    f"({time.monotonic() - started:.0f} s)"
-                )
-        record_fingerprints(settings.lake_url, fingerprints)
-        context.log.info(
-            f"stage network_sessions: wrote {sum(r['rows'] for r in report.values())} rows, "
-            f"quarantined {sum(r['quarantined'] for r in report.values())} "
-            f"in {time.monotonic() - started:.0f} s"
-        )
-        return _result(settings, report, late_blobs=len(late), drift=drift)
-
-    return network_sessions_asset
 
 
-def _read_chunk(
-    settings: Settings,
-    spark: SparkJobRunner,
-    days: list[dt.date],
-    urls: list[str],
-    log: Any,
-) -> dict:
-    """One Spark pass over a few days' blobs (plus the next day's first hours)."""
-    # Local Spark has no hadoop-azure: a remote export day is copied to a temporary local
-    # folder (deleted after the read). Synapse and clusters read abfss:// themselves.
+def check_specs(settings: Settings) -> list[dg.AssetCheckSpec]:
+    return [
+        dg.AssetCheckSpec(
+            QUARANTINE_CHECK,
+            asset=NAME,
+            blocking=True,
+            description=(
+                "Fails (and stops the day before the watchlist) when more than "
+                f"{settings.max_quarantine_ratio:.0%} of a day's records are quarantined."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            ROWS_CHECK,
+            asset=NAME,
+            blocking=True,
+            description="Fails (and stops the day before the watchlist) on a day with no rows.",
+        ),
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=NAME,
+            blocking=True,
+            description=(
+                "Fails (and stops the day before the watchlist) when the export's records "
+                "lack a column the pipeline needs or carry it with another JSON type "
+                "(sampled from each day's blobs); new columns are listed, not failed."
+            ),
+        ),
+    ]
+
+
+@dataclass
+class Plan:
+    """What the Spark steps of this stage read, and what its result needs afterwards."""
+
+    steps: list[SparkStep]
+    fingerprints: dict[dt.date, Any]
+    late_blobs: int
+    drift: dict
+
+
+def plan(settings: Settings, days: list[dt.date], log: Any, stack: ExitStack) -> Plan:
+    """List the export blobs of `days` and make one Spark step per pass of DAYS_PER_PASS days."""
+    # What this run reads, for the late-export sensor. Taken before the listing: a blob that
+    # lands in between is read but not fingerprinted, so it costs a re-run, never a miss.
+    fingerprints = {
+        d: export_fingerprint(settings.export_url, d, settings.workspace_resource_id) for d in days
+    }
+    per_day, late = export_layout.blobs_for_days(
+        settings.export_url, days, settings.workspace_resource_id
+    )
+    empty = [d.isoformat() for d, blobs in per_day.items() if not blobs]
+    if empty:
+        raise FileNotFoundError(
+            f"no export blobs for {', '.join(empty)} under {settings.export_url}: "
+            "materialize commonsecuritylog_export for those days first"
+        )
+    drift = export_schema_drift({d.isoformat(): [b.url for b in per_day[d]] for d in days})
+    megabytes = sum(b.size for d in days for b in per_day[d]) / 1e6
+    passes = export_layout.chunks(days, DAYS_PER_PASS)
+    log.info(
+        f"stage network_sessions: {sum(len(per_day[d]) for d in days)} export blobs "
+        f"({megabytes:.1f} MB) for {len(days)} day(s) in {len(passes)} pass(es), "
+        f"{len(late)} blob(s) from the next day's first hours for late records"
+    )
+    # Local Spark has no hadoop-azure: a remote export is copied to a temporary local folder,
+    # deleted when the run's Spark work ends. Synapse and clusters read abfss:// themselves.
     stage = settings.spark_mode == "local" and storage.is_remote(settings.export_url)
-    started = time.monotonic()
-    with storage.local_copies(urls if stage else []) as staged:
-        if stage:
-            log.info(
-                f"stage network_sessions: copied {len(staged)} export blobs to a local "
-                f"folder for local Spark in {time.monotonic() - started:.0f} s"
-            )
-        return spark.run(
-            network_sessions.run,
-            lake_url=settings.lake_url,
-            days=days,
-            blob_urls=staged if stage else urls,
-            device_vendors=settings.device_vendors,
-            source_prefixes=storage.staging_prefixes(urls, staged) if stage else None,
+    steps: list[SparkStep] = []
+    for chunk in passes:
+        urls = export_layout.urls_for_chunk(chunk, per_day, late)
+        staged = stack.enter_context(storage.local_copies(urls if stage else []))
+        params = {
+            "lake_url": settings.lake_url,
+            "days": chunk,
+            "blob_urls": staged if stage else urls,
+            "device_vendors": settings.device_vendors,
+            "source_prefixes": storage.staging_prefixes(urls, staged) if stage else None,
+        }
+        steps.append((network_sessions.run, params))
+    if stage:
+        log.info(
+            "stage network_sessions: copied the export blobs to a local folder for local Spark"
         )
+    return Plan(steps, fingerprints, late_blobs=len(late), drift=drift)
+
+
+def result(settings: Settings, plan: Plan, reports: list[dict], log: Any) -> dg.MaterializeResult:
+    report: dict = {}
+    for chunk_report in reports:
+        report.update(chunk_report)
+    record_fingerprints(settings.lake_url, plan.fingerprints)
+    log.info(
+        f"stage network_sessions: wrote {sum(r['rows'] for r in report.values())} rows, "
+        f"quarantined {sum(r['quarantined'] for r in report.values())}"
+    )
+    return _result(settings, report, late_blobs=plan.late_blobs, drift=plan.drift)
 
 
 def _result(settings: Settings, report: dict, late_blobs: int, drift: dict) -> dg.MaterializeResult:
@@ -197,6 +193,7 @@ def _result(settings: Settings, report: dict, late_blobs: int, drift: dict) -> d
         },
         check_results=[
             dg.AssetCheckResult(
+                asset_key=NAME,
                 check_name=QUARANTINE_CHECK,
                 passed=not over,
                 severity=dg.AssetCheckSeverity.ERROR,
@@ -209,12 +206,14 @@ def _result(settings: Settings, report: dict, late_blobs: int, drift: dict) -> d
                 },
             ),
             dg.AssetCheckResult(
+                asset_key=NAME,
                 check_name=ROWS_CHECK,
                 passed=not empty_days,
                 severity=dg.AssetCheckSeverity.ERROR,
                 metadata={"days_without_rows": dg.MetadataValue.json(empty_days)},
             ),
             dg.AssetCheckResult(
+                asset_key=NAME,
                 check_name=SCHEMA_CHECK,
                 passed=not drift["drifted_days"],
                 severity=dg.AssetCheckSeverity.ERROR,

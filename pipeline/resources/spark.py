@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from dagster_pyspark import LazyPySparkResource
@@ -18,6 +19,8 @@ from dagster_pyspark import LazyPySparkResource
 from pipeline.settings import Settings
 
 T = TypeVar("T")
+# One Spark job and its keyword parameters; a run's Spark stages are a list of these.
+SparkStep = tuple[Callable[..., Any], dict[str, Any]]
 
 
 class JavaMissingError(RuntimeError):
@@ -82,3 +85,18 @@ class SparkJobRunner(LazyPySparkResource):
 
     def run(self, job: Callable[..., T], **params: Any) -> T:
         return job(self.spark_session, **params)
+
+    def run_steps(
+        self, steps: Sequence[SparkStep], progress: Callable[[str], None] | None = None
+    ) -> list[Any]:
+        """Run the steps in order in this process's session; their reports, in the same order."""
+        reports = []
+        for number, (job, params) in enumerate(steps, start=1):
+            started = time.monotonic()
+            reports.append(job(self.spark_session, **params))
+            if progress:
+                progress(
+                    f"spark: step {number}/{len(steps)} {job.__module__.rsplit('.', 1)[-1]} "
+                    f"done in {time.monotonic() - started:.0f} s"
+                )
+        return reports

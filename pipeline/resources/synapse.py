@@ -35,7 +35,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,8 +59,9 @@ from pipeline.azure.credentials import (
     first_line,
     usable_token,
 )
-from pipeline.resources.spark import spark_config
+from pipeline.resources.spark import SparkStep, spark_config
 from pipeline.settings import Settings
+from pipeline.spark_jobs import steps as spark_steps
 
 T = TypeVar("T")
 
@@ -318,6 +319,16 @@ class SynapseJobRunner(dg.ConfigurableResource):
     poll_max_s: float = 15.0
     # Pipes chunks are read this often (seconds): log lines from the job reach the run quickly.
     pipes_read_interval_s: float = 1.0
+
+    def run_steps(
+        self, steps: Sequence[SparkStep], progress: Callable[[str], None] | None = None
+    ) -> list[Any]:
+        """Run the steps in order as ONE Livy batch (one pool start); their reports, in order.
+
+        Progress arrives through the driver log, which is streamed into the run.
+        """
+        named = [(synapse_entry.job_name(job), params) for job, params in steps]
+        return self.run(spark_steps.run, steps=named)
 
     def run(self, job: Callable[..., T], **params: Any) -> T:
         """Run `job(spark, **params)` on the pool as one Livy batch; return its report."""

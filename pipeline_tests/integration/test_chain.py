@@ -96,7 +96,11 @@ def test_checks_pass_and_metadata_says_what_the_window_covered(chain):
     assert checks["has_rows"] is True
     assert checks["window_coverage"] is True
     assert checks["export_schema_unchanged"] is True
-    candidates = next(m for m in result.asset_materializations_for_node("beaconing_candidates"))
+    candidates = next(
+        m
+        for m in result.asset_materializations_for_node("spark_stages")
+        if m.asset_key.path[-1] == "beaconing_candidates"
+    )
     coverage = candidates.metadata["window_coverage"].value
     # The start date is 5 days before the first day run: the 21-day window of LAST starts where
     # the lake's history does (FIRST), and all 4 of its days are there.

@@ -2,8 +2,9 @@
 azure-storage-blob / dagster-azure Pipes clients, Azurite for the staging storage, and a fake Livy
 server (pipeline_tests/fakes/livy.py) that runs each submitted batch with local Spark.
 
-Each real batch starts a JVM (~8 s here): four run a job (two succeed, one fails inside the job,
-one is cancelled); the other cases are refused before anything runs.
+Each real batch starts a JVM (~8 s here): five run a job (three succeed, one of them the three
+Spark stages of a day in one batch; one fails inside the job, one is cancelled); the other cases
+are refused before anything runs.
 """
 
 from __future__ import annotations
@@ -86,11 +87,11 @@ def _settings(tmp: Path, lake_dir: Path, export: Path, endpoint: str = "") -> Se
     )
 
 
-def _materialize(settings: Settings, asset: str, runner, instance=None):
+def _materialize(settings: Settings, asset: str | list[str], runner, instance=None):
     assets = list(build_definitions(settings).assets)
     return dg.materialize(
         assets,
-        selection=[asset],
+        selection=[asset] if isinstance(asset, str) else asset,
         resources={"spark": runner},
         partition_key=DAY.isoformat(),
         instance=instance,
@@ -186,25 +187,56 @@ def test_network_sessions_on_the_pool_equals_the_local_run(reference, pool, tmp_
     assert pool_manifest["rows"] == local_manifest["rows"] == 180
     assert pool_manifest["quarantined"] == local_manifest["quarantined"] == 1
     # The asset's metadata came from the report the pool sent back through Pipes.
-    [materialization] = result.asset_materializations_for_node("network_sessions")
+    [materialization] = result.asset_materializations_for_node("spark_stages")
+    assert materialization.asset_key.path == ["network_sessions"]
     assert materialization.metadata["rows"].value == 180
     # What was submitted: the entry script and zip on the staging account, sizes, conf.
     body = state.bodies[submitted]
     assert body["file"].startswith(f"{STAGING_URL}/{CODE_FOLDER}/")
     assert body["file"].endswith("/entry.py") and body["pyFiles"][0].endswith("/pipeline.zip")
-    assert body["args"][:2] == ["--job", "pipeline.spark_jobs.network_sessions:run"]
+    assert body["args"][:2] == ["--job", "pipeline.spark_jobs.steps:run"]
     assert "--dagster-pipes-context" in body["args"]
     assert (body["executorCores"], body["executorMemory"], body["numExecutors"]) == (4, "28g", 2)
     assert body["conf"]["spark.sql.sources.partitionOverwriteMode"] == "dynamic"
     assert body["conf"]["spark.sql.session.timeZone"] == "UTC"
     # The run's log holds the driver log and the job's own Pipes log lines (code from the zip).
     messages = "\n".join(_messages(instance, result.run_id))
-    assert (
-        "driver log:\nbeacon entry: starting pipeline.spark_jobs.network_sessions:run" in messages
-    )
-    assert "pool: running pipeline.spark_jobs.network_sessions:run on Spark" in messages
+    assert "driver log:\nbeacon entry: starting pipeline.spark_jobs.steps:run" in messages
+    assert "pool: running pipeline.spark_jobs.steps:run on Spark" in messages
     assert "pipeline.zip" in messages
-    assert "pool: pipeline.spark_jobs.network_sessions:run finished" in messages
+    assert "beacon steps: 1/1 pipeline.spark_jobs.network_sessions:run done" in messages
+    assert "pool: pipeline.spark_jobs.steps:run finished" in messages
+
+
+def test_a_daily_run_of_the_spark_stages_is_one_batch(reference, pool, tmp_path):
+    """Sessions, pair summaries and candidates of a day wait for one pool start, not three."""
+    root, export, reference_lake = reference
+    endpoint, state, _ = pool
+    settings = _settings(root, tmp_path / "lake", export, endpoint)
+    submitted = len(state.bodies)
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = _materialize(
+        settings,
+        ["network_sessions", "pair_daily_stats", "beaconing_candidates"],
+        _fast(spark_runner(settings)),
+        instance,
+    )
+
+    assert result.success, _failure_text(result)
+    assert len(state.bodies) == submitted + 1
+    materialized = [
+        m.asset_key.path[-1] for m in result.asset_materializations_for_node("spark_stages")
+    ]
+    assert materialized == ["network_sessions", "pair_daily_stats", "beaconing_candidates"]
+    for table in ("network_sessions", "pair_daily_stats"):
+        assert _table_rows(settings.lake_url, table) == _table_rows(reference_lake, table)
+    assert lake.read_manifest(settings.lake_url, "beaconing_candidates", DAY) is not None
+    messages = "\n".join(_messages(instance, result.run_id))
+    for number, job in enumerate(
+        ("network_sessions", "pair_daily_stats", "beaconing_candidates"), start=1
+    ):
+        assert f"beacon steps: {number}/3 pipeline.spark_jobs.{job}:run done" in messages
 
 
 def test_code_is_uploaded_once_per_version(reference, pool, tmp_path, azurite):

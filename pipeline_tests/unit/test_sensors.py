@@ -274,13 +274,13 @@ def test_every_asset_has_a_group_an_owner_kinds_and_a_column_schema(tmp_path):
     defs = build_definitions(export_settings(tmp_path))
     groups = {}
     for asset in defs.assets:
-        key = asset.key
-        groups[key.path[-1]] = asset.group_names_by_key[key]
-        assert asset.owners_by_key[key] == ["team:soc-data-engineering"]
-        assert asset.specs_by_key[key].kinds
-        schema = asset.metadata_by_key[key]["dagster/column_schema"]
-        assert isinstance(schema, dg.TableSchema)
-        assert schema.columns
+        for key in asset.keys:
+            groups[key.path[-1]] = asset.group_names_by_key[key]
+            assert asset.owners_by_key[key] == ["team:soc-data-engineering"]
+            assert asset.specs_by_key[key].kinds
+            schema = asset.metadata_by_key[key]["dagster/column_schema"]
+            assert isinstance(schema, dg.TableSchema)
+            assert schema.columns
     assert groups == {
         "commonsecuritylog_export": "ingest",
         "network_sessions": "ingest",
