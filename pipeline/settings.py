@@ -407,8 +407,8 @@ SPECS: tuple[SettingSpec, ...] = (
         "BEACON_SPARK",
         "local",
         "Where Spark jobs run: `local` (a Spark session in the Dagster process), `cluster` "
-        "(the session connects to `BEACON_SPARK_MASTER`) or `synapse` (each job is a Livy batch "
-        "on `SYNAPSE_SPARK_POOL`, reporting back through Dagster Pipes).",
+        "(the session connects to `BEACON_SPARK_MASTER`) or `synapse` (a run's Spark "
+        "stages are one Livy batch on `SYNAPSE_SPARK_POOL`, reporting back through Dagster Pipes).",
         _choice("local", "cluster", "synapse"),
         "spark_mode",
     ),

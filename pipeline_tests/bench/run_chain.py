@@ -7,14 +7,43 @@ Spark session is started first and timed on its own, so the run's time excludes 
 from __future__ import annotations
 
 import argparse
+import collections
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import dagster as dg
 
 from pipeline.definitions import build_definitions
-from pipeline.resources.spark import SparkJobRunner, spark_config
+from pipeline.resources.spark import SparkJobRunner, SparkStep, spark_config
 from pipeline.settings import load_settings
 from pipeline_tests.bench.measure import report
+
+# What the run asked of Spark: one entry per submission (a Livy batch on Synapse), and the
+# seconds each job took, summed over its steps.
+SUBMISSIONS: list[list[str]] = []
+JOB_SECONDS: collections.Counter[str] = collections.Counter()
+
+
+def _timed(job: Callable[..., Any]) -> Callable[..., Any]:
+    def run(spark: Any, **params: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return job(spark, **params)
+        finally:
+            JOB_SECONDS[job.__module__.rsplit(".", 1)[-1]] += time.monotonic() - started
+
+    return run
+
+
+class CountingRunner(SparkJobRunner):
+    """The local runner, counting submissions and timing each job."""
+
+    def run_steps(
+        self, steps: Sequence[SparkStep], progress: Callable[[str], None] | None = None
+    ) -> list[Any]:
+        SUBMISSIONS.append([job.__module__.rsplit(".", 1)[-1] for job, _ in steps])
+        return super().run_steps([(_timed(job), params) for job, params in steps], progress)
 
 
 def main() -> None:
@@ -26,7 +55,7 @@ def main() -> None:
 
     settings = load_settings()
     defs = build_definitions(settings)
-    runner = SparkJobRunner(spark_config=spark_config(settings))
+    runner = CountingRunner(spark_config=spark_config(settings))
     started = time.monotonic()
     runner.spark_session.range(1).count()
     jvm_seconds = time.monotonic() - started
@@ -70,6 +99,9 @@ def main() -> None:
             "run_seconds": round(run_seconds, 2),
             "steps": steps,
             "records_ingested": lines,
+            "spark_submissions": len(SUBMISSIONS),
+            "spark_jobs": SUBMISSIONS,
+            "job_seconds": {job: round(seconds, 2) for job, seconds in JOB_SECONDS.items()},
         }
     )
 
