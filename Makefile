@@ -1,6 +1,7 @@
 # make demo   run the whole pipeline on 21 days of generated sample data (./.data/)
 # make ui     open the Dagster UI on those results (http://127.0.0.1:3000)
 # make test   lint and run the test suite (what CI runs)
+# make test-spark35  the Spark-job tests again on Spark 3.5 (what Synapse pools run), own venv
 # make eval   detection precision and recall on labeled data, beside the notebook's query
 # make bench  the cost of daily runs and backfills, beside the notebook's query and DuckDB
 
@@ -11,7 +12,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 DEMO_DAYS ?= 21
 UI_PORT ?= 3000
 
-.PHONY: demo ui test eval bench lint format install install-dev java chromium azurite audit clean
+.PHONY: demo ui test test-spark35 eval bench lint format install install-dev java chromium azurite audit clean
 
 # One venv; each target installs only the extras it needs (demo and ui: none).
 $(VENV)/.python:
@@ -33,6 +34,19 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.python
 
 $(VENV)/.installed-bench: pyproject.toml $(VENV)/.python
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# Synapse runtimes are Spark 3.4/3.5, the main venv has 4.x: the Spark jobs are tested on both.
+SPARK35_VENV := .venv-spark35
+SPARK35 := 3.5.6
+SPARK_JOB_TESTS := pipeline_tests/unit pipeline_tests/integration/test_network_sessions.py \
+  pipeline_tests/integration/test_bad_input.py pipeline_tests/integration/test_lookback_window.py \
+  pipeline_tests/integration/test_notebook_query.py pipeline_tests/integration/test_generated_code_size.py
+
+$(SPARK35_VENV)/.installed: pyproject.toml $(VENV)/.python
+	test -x $(SPARK35_VENV)/bin/python || $(PYTHON) -m venv $(SPARK35_VENV)
+	$(SPARK35_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SPARK35_VENV)/bin/python -m pip install --quiet 'pyspark==$(SPARK35)' -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -86,6 +100,10 @@ format: install-dev
 test: install-dev java chromium azurite lint
 	$(VENV)/bin/pytest
 	$(MAKE) audit
+
+test-spark35: $(SPARK35_VENV)/.installed java
+	$(SPARK35_VENV)/bin/python -c 'import pyspark; assert pyspark.__version__ == "$(SPARK35)", pyspark.__version__'
+	$(SPARK35_VENV)/bin/pytest -p no:cacheprovider $(SPARK_JOB_TESTS)
 
 # Detection quality on labeled data (the scenario network and the real captures in
 # ../shared/data/captures), ours beside the notebook's query. A report, not a test: ~10 min.

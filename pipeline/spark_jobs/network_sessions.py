@@ -50,6 +50,7 @@ from pyspark.sql import types as T
 
 from pipeline.spark_jobs import lake
 from pipeline.spark_jobs.commonsecuritylog import COLUMNS as KNOWN_COLUMNS
+from pipeline.spark_jobs.compat import is_valid_utf8, try_cast
 from pipeline.spark_jobs.schemas import CORRUPT_COLUMN, EXPORT_RECORD, NETWORK_SESSIONS
 
 TABLE = "network_sessions"
@@ -83,7 +84,7 @@ def _present(column: Column) -> Column:
 def _whole_number(raw: Column, low: int, high: int) -> Column:
     """A numeric field sent as a JSON number or a string, typed; null when absent or not a whole
     number in range (so `_present(raw) & typed.isNull()` is the is-bad flag)."""
-    number = F.trim(raw).try_cast("double")
+    number = try_cast(F.trim(raw), "double")
     # Range first: floor() of a huge double overflows (an error under ANSI mode), and CASE WHEN
     # is the one construct Spark guarantees to evaluate lazily.
     valid = F.coalesce(F.when(number.between(low, high), number == F.floor(number)), F.lit(False))
@@ -108,7 +109,7 @@ def _timestamp(text: Column) -> Column:
     return F.when(
         text.rlike(HAS_TIME_OF_DAY),
         F.coalesce(
-            trimmed.try_cast("timestamp"), F.try_to_timestamp(trimmed, F.lit(PORTAL_TIMESTAMP))
+            try_cast(trimmed, "timestamp"), F.try_to_timestamp(trimmed, F.lit(PORTAL_TIMESTAMP))
         ),
     )
 
@@ -143,10 +144,17 @@ def _classify(
     # (a `}` byte is always the character): counting characters costs two walks of the line,
     # three times the CPU. Invalid UTF-8 keeps the character test, which can skip a `}`.
     wrapped = F.concat(F.lit("["), F.col("value"), F.lit(f',"{nonce}"]'))
-    flat_object = F.when(
-        F.is_valid_utf8("value"),
-        F.octet_length(F.substring_index("value", "}", 1)) + 1 == F.octet_length(F.rtrim("value")),
-    ).otherwise(F.locate("}", F.col("value")) == F.length(F.rtrim(F.col("value"))))
+    by_characters = F.locate("}", F.col("value")) == F.length(F.rtrim(F.col("value")))
+    valid_utf8 = is_valid_utf8(F.col("value"))
+    flat_object = (
+        by_characters
+        if valid_utf8 is None  # Spark 3.5: the slower test for every line
+        else F.when(
+            valid_utf8,
+            F.octet_length(F.substring_index("value", "}", 1)) + 1
+            == F.octet_length(F.rtrim("value")),
+        ).otherwise(by_characters)
+    )
     folder = F.regexp_extract("source_file", FOLDER_PATTERN, 0)
     folder_day = F.to_date(
         F.concat_ws(
@@ -230,9 +238,9 @@ def _classify(
         F.trim(field("DeviceAction")).alias("DeviceAction"),
         F.lower(F.trim(field("DestinationHostName"))).alias("DestinationHostName"),
         _present(field("StartTime")).alias("_has_start"),
-        F.trim(field("StartTime")).try_cast("timestamp").alias("StartTime"),
+        try_cast(F.trim(field("StartTime")), "timestamp").alias("StartTime"),
         _present(field("EndTime")).alias("_has_end"),
-        F.trim(field("EndTime")).try_cast("timestamp").alias("EndTime"),
+        try_cast(F.trim(field("EndTime")), "timestamp").alias("EndTime"),
     )
 
     def bad(has: str, typed_value: str) -> Column:
