@@ -41,7 +41,8 @@ SPARK35_VENV := .venv-spark35
 SPARK35 := 3.5.6
 SPARK_JOB_TESTS := pipeline_tests/unit pipeline_tests/integration/test_network_sessions.py \
   pipeline_tests/integration/test_bad_input.py pipeline_tests/integration/test_lookback_window.py \
-  pipeline_tests/integration/test_notebook_query.py pipeline_tests/integration/test_generated_code_size.py
+  pipeline_tests/integration/test_notebook_query.py pipeline_tests/integration/test_generated_code_size.py \
+  pipeline_tests/integration/test_networks.py
 
 $(SPARK35_VENV)/.installed: pyproject.toml $(VENV)/.python
 	test -x $(SPARK35_VENV)/bin/python || $(PYTHON) -m venv $(SPARK35_VENV)

@@ -236,13 +236,20 @@ def test_allowlisted_destinations_are_not_scored(spark, tmp_path):
         dict(r, DestinationHostName="telemetry.vendor.example")
         for r in timer(day, 120, "10.0.0.22", "192.0.2.9", 443, seed=3)
     ]
+    # IPv6: an address inside the allowlisted /48, written compressed, and one just outside it.
+    rows += timer(day, 120, "10.0.0.23", "2001:db8:cafe:1::9", 443, seed=4)
+    rows += timer(day, 120, "10.0.0.24", "2001:db8:caff::9", 443, seed=5)
     write_sessions(spark, lake_url, {day: rows})
     pair_daily_stats.run(spark, lake_url=lake_url, days=[day])
-    entries = (("cidr", "203.0.113.0/24"), ("domain", "vendor.example"))
+    entries = (
+        ("cidr", "203.0.113.0/24"),
+        ("domain", "vendor.example"),
+        ("cidr", "2001:db8:cafe::/48"),
+    )
     beaconing_candidates.run(
         spark, lake_url=lake_url, days=[day], params=params(1, allowlist=entries)
     )
-    assert set(candidates(lake_url, day).DestinationIP) == {"198.51.100.7"}
+    assert set(candidates(lake_url, day).DestinationIP) == {"198.51.100.7", "2001:db8:caff::9"}
 
 
 def test_a_beacon_over_rotating_addresses_of_one_name_is_reported_once_with_its_ips(
