@@ -13,7 +13,6 @@ import datetime as dt
 import io
 from collections.abc import Mapping, Sequence
 
-import fsspec
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ matplotlib.use("Agg")
 
 from matplotlib import pyplot as plt
 
+from pipeline import storage
 from pipeline.detection.scoring import HISTOGRAM_EDGES_S
 from pipeline.spark_jobs import lake
 
@@ -58,7 +58,7 @@ def read_timelines(
     for day in days:
         if lake.read_manifest(lake_url, "pair_daily_stats", day) is None:
             continue
-        fs, path = fsspec.core.url_to_fs(lake.day_url(lake_url, "pair_daily_stats", day))
+        fs, path = storage.filesystem(lake.day_url(lake_url, "pair_daily_stats", day))
         if not fs.exists(path):
             continue
         table = pq.read_table(
@@ -154,7 +154,7 @@ def _timeline(
 def write_png(lake_url: str, day: dt.date, png: bytes) -> str:
     """Replace the day's PNG in the lake (written aside, then moved); returns its URL."""
     url = f"{lake.day_url(lake_url, PLOTS_TABLE, day)}/{PLOT_NAME}"
-    fs, path = fsspec.core.url_to_fs(url)
+    fs, path = storage.filesystem(url)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     tmp = f"{path}.tmp"
     with fs.open(tmp, "wb") as handle:

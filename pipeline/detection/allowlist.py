@@ -10,7 +10,7 @@ import io
 import ipaddress
 import re
 
-import fsspec
+from pipeline import storage
 
 ALLOWLIST_PATH = "reference/allowlist.csv"
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -37,7 +37,7 @@ def parse(text: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
 
 def load(lake_url: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     """The lake's allowlist (empty when there is none)."""
-    fs, path = fsspec.core.url_to_fs(f"{lake_url.rstrip('/')}/{ALLOWLIST_PATH}")
+    fs, path = storage.filesystem(f"{lake_url.rstrip('/')}/{ALLOWLIST_PATH}")
     if not fs.exists(path):
         return (), []
     with fs.open(path, "r", encoding="utf-8") as handle:

@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from pipeline import storage
+from pipeline import plots, storage
 from pipeline.definitions import build_definitions
+from pipeline.detection import allowlist
 from pipeline.export_layout import blobs_for_days, hour_folder, list_day_blobs, workspace_path
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.sample.traffic import DEFAULT_WORKSPACE
@@ -168,6 +169,51 @@ def test_a_lake_container_that_does_not_exist_fails_naming_it(blob_service):
     assert f"'{ACCOUNT}'" in str(error.value)
     names = [c.name for c in blob_service.list_containers()]
     assert "no-such-lake" not in names, "the container was created instead of reported"
+
+
+def test_the_allowlist_and_the_plots_use_the_lake_on_blob_storage(blob_service):
+    """Driver-side readers and writers outside the lake module reach Azure storage the same way."""
+    container = fresh_container(blob_service, "lake")
+    lake_url = abfss(container, "beacon")
+    blob_service.get_blob_client(container, f"beacon/{allowlist.ALLOWLIST_PATH}").upload_blob(
+        b"kind,value,comment\ncidr,203.0.113.0/24,cdn\ndomain,vendor.example,updates\n"
+    )
+    assert allowlist.load(lake_url) == (
+        (("cidr", "203.0.113.0/24"), ("domain", "vendor.example")),
+        [],
+    )
+
+    pair = {"SourceIP": "10.0.0.5", "DestinationIP": "198.51.100.7", "DestinationPort": 443}
+    event_ms = [60_000 * 5 * i for i in range(12)]
+    stats = pd.DataFrame([{**pair, "Protocol": "TCP", "event_ms": event_ms}])
+    lake.write_pandas_day(stats, lake_url, "pair_daily_stats", DAY, "part.parquet")
+    lake.write_manifest(lake_url, "pair_daily_stats", DAY, {"rows": 1})
+    candidates = pd.DataFrame(
+        [
+            {
+                **pair,
+                "Protocol": "TCP",
+                "kind": "beacon",
+                "score": 0.9,
+                "interval_histogram": [0] * 25,
+            }
+        ]
+    )
+    url, png = plots.plot_day(lake_url, DAY, candidates)
+
+    assert url == f"{lake.day_url(lake_url, plots.PLOTS_TABLE, DAY)}/{plots.PLOT_NAME}"
+    name = f"beacon/{plots.PLOTS_TABLE}/date={DAY}/{plots.PLOT_NAME}"
+    stored = blob_service.get_blob_client(container, name).download_blob().readall()
+    assert stored == png and png.startswith(b"\x89PNG")
+    (times,) = plots.read_timelines(lake_url, candidates, [DAY]).values()
+    midnight = dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC).timestamp()
+    assert list(times) == [midnight + ms / 1000 for ms in event_ms]
+
+
+def test_the_allowlist_of_a_lake_whose_container_is_missing_fails_naming_it(blob_service):
+    """Not an empty allowlist (every allowlisted destination would be reported again)."""
+    with pytest.raises(storage.StorageContainerMissingError, match="'no-such-lake'"):
+        allowlist.load(abfss("no-such-lake", "beacon"))
 
 
 # --- the export container on Azure storage, through Dagster ------------------------------------
