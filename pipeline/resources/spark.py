@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from dagster_pyspark import LazyPySparkResource
 
+from pipeline import synapse_entry
 from pipeline.settings import Settings
+from pipeline.spark_jobs import steps as spark_steps
 
-T = TypeVar("T")
 # One Spark job and its keyword parameters; a run's Spark stages are a list of these.
 SparkStep = tuple[Callable[..., Any], dict[str, Any]]
 
@@ -83,20 +83,14 @@ class SparkJobRunner(LazyPySparkResource):
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         super()._init_session()
 
-    def run(self, job: Callable[..., T], **params: Any) -> T:
-        return job(self.spark_session, **params)
-
     def run_steps(
         self, steps: Sequence[SparkStep], progress: Callable[[str], None] | None = None
     ) -> list[Any]:
-        """Run the steps in order in this process's session; their reports, in the same order."""
-        reports = []
-        for number, (job, params) in enumerate(steps, start=1):
-            started = time.monotonic()
-            reports.append(job(self.spark_session, **params))
-            if progress:
-                progress(
-                    f"spark: step {number}/{len(steps)} {job.__module__.rsplit('.', 1)[-1]} "
-                    f"done in {time.monotonic() - started:.0f} s"
-                )
-        return reports
+        """Run the steps in order in this process's session; their reports, in the same order.
+
+        By name, as on a Synapse pool, so a job the pool could not run fails here too.
+        """
+        named = [(synapse_entry.job_name(job), params) for job, params in steps]
+        return spark_steps.run(
+            self.spark_session, named, **({"progress": progress} if progress else {})
+        )

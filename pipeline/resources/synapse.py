@@ -1,8 +1,8 @@
 """Runs the pipeline's Spark jobs on an Azure Synapse Spark pool: Livy batches + Dagster Pipes.
 
-`SynapseJobRunner.run(job, **params)` has the contract of the local `SparkJobRunner.run`: it
-runs `job(spark, **params)` and returns the job's report, only the Spark session lives on the
-pool. One call is one Livy batch:
+`SynapseJobRunner.run_steps(steps)` has the contract of the local `SparkJobRunner.run_steps`: it
+runs each `job(spark, **params)` in order and returns their reports, only the Spark session lives
+on the pool. One call is one Livy batch (`run`, running `pipeline.spark_jobs.steps`):
 
 1. the code (`pipeline` + `dagster_pipes` as a zip, and an entry script; `pipeline.packaging`)
    is uploaded to `{staging}/_code/{hash}/` unless that version is already there;

@@ -80,13 +80,10 @@ def _in_ipv6_network(hex_digits: Column, net: ipaddress.IPv6Network) -> Column:
 def is_in_networks(column: Column, networks: tuple[str, ...]) -> Column:
     """Whether the address is in one of the CIDRs: IPv4 by number range, IPv6 by hex prefix."""
     number = ipv4_number(column)
-    v6_networks = [
-        n for n in (ipaddress.ip_network(c, strict=False) for c in networks) if n.version == 6
-    ]
-    hex_digits = ipv6_hex(column) if v6_networks else None
+    parsed = [ipaddress.ip_network(cidr, strict=False) for cidr in networks]
+    hex_digits = ipv6_hex(column) if any(n.version == 6 for n in parsed) else None
     condition = F.lit(False)
-    for cidr in networks:
-        net = ipaddress.ip_network(cidr, strict=False)
+    for net in parsed:
         if isinstance(net, ipaddress.IPv6Network):
             condition = condition | _in_ipv6_network(hex_digits, net)
         else:

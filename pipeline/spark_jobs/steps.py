@@ -8,18 +8,29 @@ name `pipeline.synapse_entry.job_name` gives a job, so the sequence travels to t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pipeline import synapse_entry
 
 
-def run(spark: Any, steps: list[tuple[str, dict[str, Any]]]) -> list[Any]:
-    """Run each `(job name, params)` with `spark`; the jobs' reports, in the same order."""
+def _print(line: str) -> None:
+    # On the pool this lands in the driver log, which the Dagster side streams into the run.
+    print(line, flush=True)
+
+
+def run(
+    spark: Any,
+    steps: list[tuple[str, dict[str, Any]]],
+    progress: Callable[[str], None] | None = None,
+) -> list[Any]:
+    """Run each `(job name, params)` with `spark`; the jobs' reports, in the same order. Each
+    step's end goes to `progress` (default: printed)."""
+    progress = progress or _print
     reports = []
     for number, (name, params) in enumerate(steps, start=1):
         started = time.monotonic()
         reports.append(synapse_entry.resolve_job(name)(spark, **params))
-        # Lands in the driver log, which the Dagster side streams into the run: progress.
         seconds = time.monotonic() - started
-        print(f"beacon steps: {number}/{len(steps)} {name} done in {seconds:.0f} s", flush=True)
+        progress(f"beacon steps: {number}/{len(steps)} {name} done in {seconds:.0f} s")
     return reports

@@ -25,17 +25,6 @@ SUBMISSIONS: list[list[str]] = []
 JOB_SECONDS: collections.Counter[str] = collections.Counter()
 
 
-def _timed(job: Callable[..., Any]) -> Callable[..., Any]:
-    def run(spark: Any, **params: Any) -> Any:
-        started = time.monotonic()
-        try:
-            return job(spark, **params)
-        finally:
-            JOB_SECONDS[job.__module__.rsplit(".", 1)[-1]] += time.monotonic() - started
-
-    return run
-
-
 class CountingRunner(SparkJobRunner):
     """The local runner, counting submissions and timing each job."""
 
@@ -43,7 +32,12 @@ class CountingRunner(SparkJobRunner):
         self, steps: Sequence[SparkStep], progress: Callable[[str], None] | None = None
     ) -> list[Any]:
         SUBMISSIONS.append([job.__module__.rsplit(".", 1)[-1] for job, _ in steps])
-        return super().run_steps([(_timed(job), params) for job, params in steps], progress)
+        reports = []
+        for job, params in steps:
+            started = time.monotonic()
+            reports += super().run_steps([(job, params)], progress)
+            JOB_SECONDS[job.__module__.rsplit(".", 1)[-1]] += time.monotonic() - started
+        return reports
 
 
 def main() -> None:
