@@ -25,20 +25,19 @@ SHOW_COLUMNS = [
 
 def show(limit: int) -> int:
     """Print where the results are and the latest day's top candidates."""
-    from pipeline.assets.candidates import read_day
     from pipeline.assets.enriched import TABLE
     from pipeline.assets.watchlist import FILE_NAME
     from pipeline.assets.watchlist import TABLE as WATCHLIST
-    from pipeline.spark_jobs import lake
 
     settings = load_settings()
-    day = lake.latest_day(settings.lake_url, TABLE)
+    lake = settings.lake
+    day = lake.latest_day(TABLE)
     if day is None:
         print(f"No enriched_beacons in {settings.lake_url} yet: run `make demo` first.")
         return 1
-    ranked = read_day(settings.lake_url, TABLE, day.isoformat())
+    ranked = lake.read_day(TABLE, day.isoformat())
     print(f"Lake: {settings.lake_url}")
-    print(f"Watchlist CSV: {lake.day_url(settings.lake_url, WATCHLIST, day)}/{FILE_NAME}")
+    print(f"Watchlist CSV: {lake.day_url(WATCHLIST, day)}/{FILE_NAME}")
     print(f"Top candidates for {day} ({len(ranked)} reported):\n")
     if ranked.empty:
         print("(none)")
@@ -79,12 +78,10 @@ def demo_days(yesterday: dt.date, days: int, lake_last: dt.date | None) -> tuple
 
 def demo_range(days: int) -> int:
     """Print the demo's days as Dagster's `--partition-range` argument (A...B)."""
-    from pipeline.spark_jobs import lake
-
     settings = load_settings()
     yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     # Window coverage is counted on pair_daily_stats, so that is where a hole would show.
-    lake_last = lake.latest_day(settings.lake_url, "pair_daily_stats")
+    lake_last = settings.lake.latest_day("pair_daily_stats")
     try:
         first, last = demo_days(yesterday, days, lake_last)
     except DemoRangeError as error:

@@ -8,14 +8,12 @@ failure names what to fix; nothing is written except a probe file in the lake, r
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline import export_layout, storage
+from pipeline import export_layout
 from pipeline.settings import Settings, SettingsError, load_settings
 
 
@@ -47,22 +45,7 @@ def _export(settings: Settings) -> str:
 
 
 def _lake(settings: Settings) -> str:
-    fs, root = storage.filesystem(settings.lake_url)
-    probe = f"{root.rstrip('/')}/_doctor/probe-{uuid.uuid4().hex}.txt"
-    fs.makedirs(probe.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(probe, "w") as handle:
-        handle.write("probe")
-    try:
-        with fs.open(probe, "r") as handle:
-            if handle.read() != "probe":
-                raise OSError(f"{probe} read back different content")
-    finally:
-        fs.rm(probe)
-        if not storage.is_remote(settings.lake_url):
-            # Blob stores have no empty folders to remove; a local one stays if not empty.
-            with contextlib.suppress(OSError):
-                fs.rmdir(probe.rsplit("/", 1)[0])
-    return f"wrote, read and removed a probe file under {settings.lake_url}"
+    return settings.lake.probe()
 
 
 def _spark(settings: Settings) -> str:

@@ -16,15 +16,13 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 matplotlib.use("Agg")
 
 from matplotlib import pyplot as plt
 
-from pipeline import storage
 from pipeline.detection.scoring import HISTOGRAM_EDGES_S
-from pipeline.spark_jobs import lake
+from pipeline.lake import Lake
 
 PLOTS_TABLE = "reports/beaconing_candidates"
 PLOT_NAME = "top_candidates.png"
@@ -55,18 +53,16 @@ def read_timelines(
         return {}
     wanted = {tuple(p) for p in pairs[PAIR_COLUMNS].itertuples(index=False)}
     sources = sorted({p[0] for p in wanted})
+    lake = Lake(lake_url)
     for day in days:
-        if lake.read_manifest(lake_url, "pair_daily_stats", day) is None:
-            continue
-        fs, path = storage.filesystem(lake.day_url(lake_url, "pair_daily_stats", day))
-        if not fs.exists(path):
-            continue
-        table = pq.read_table(
-            path,
-            filesystem=fs,
+        table = lake.read_day_columns(
+            "pair_daily_stats",
+            day,
             columns=[*PAIR_COLUMNS, "event_ms"],
             filters=[("SourceIP", "in", sources)],
-        ).to_pandas()
+        )
+        if table is None:
+            continue
         midnight = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
         for row in table.to_dict("records"):
             key = tuple(row[c] for c in PAIR_COLUMNS)
@@ -153,14 +149,7 @@ def _timeline(
 
 def write_png(lake_url: str, day: dt.date, png: bytes) -> str:
     """Replace the day's PNG in the lake (written aside, then moved); returns its URL."""
-    url = f"{lake.day_url(lake_url, PLOTS_TABLE, day)}/{PLOT_NAME}"
-    fs, path = storage.filesystem(url)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    tmp = f"{path}.tmp"
-    with fs.open(tmp, "wb") as handle:
-        handle.write(png)
-    fs.mv(tmp, path)
-    return url
+    return Lake(lake_url).write_day_file(PLOTS_TABLE, day, PLOT_NAME, png)
 
 
 def plot_day(lake_url: str, day: dt.date, candidates: pd.DataFrame) -> tuple[str, bytes]:

@@ -21,8 +21,8 @@ from typing import Any
 import dagster as dg
 
 from pipeline import export_layout
+from pipeline.lake import Lake
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 
 FINGERPRINT_TABLE = "export_fingerprint"
 # Days before yesterday the late-export sensor looks at (a replayed outage older than this needs
@@ -85,11 +85,11 @@ def export_fingerprint(
 def record_fingerprints(lake_url: str, fingerprints: dict[dt.date, ExportFingerprint]) -> None:
     """Remember what each day's run read (called by network_sessions after it wrote the day)."""
     for day, fingerprint in fingerprints.items():
-        lake.write_manifest(lake_url, FINGERPRINT_TABLE, day, asdict(fingerprint))
+        Lake(lake_url).write_manifest(FINGERPRINT_TABLE, day, asdict(fingerprint))
 
 
 def recorded_fingerprint(lake_url: str, day: dt.date) -> ExportFingerprint | None:
-    facts = lake.read_manifest(lake_url, FINGERPRINT_TABLE, day)
+    facts = Lake(lake_url).read_manifest(FINGERPRINT_TABLE, day)
     if facts is None:
         return None
     return ExportFingerprint(int(facts["files"]), int(facts["bytes"]), float(facts["newest_mtime"]))

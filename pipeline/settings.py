@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.lake import Lake
 from pipeline.storage import is_remote
 
 RFC1918 = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
@@ -703,6 +704,11 @@ class Settings:
             and self.sentinel_resource_group
             and self.sentinel_workspace_name
         )
+
+    @property
+    def lake(self) -> Lake:
+        """The lake at `lake_url`: every table, manifest and reference file."""
+        return Lake(self.lake_url)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -6,16 +6,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
 from pipeline import plots
-from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
+from pipeline.assets.metadata import (
+    asset_attributes,
+    markdown_table,
+    per_day_rows,
+)
 from pipeline.checks import low_coverage_days
 from pipeline.detection import allowlist
 from pipeline.partitions import lookback_window
 from pipeline.resources.spark import SparkStep
 from pipeline.settings import Settings
-from pipeline.spark_jobs import beaconing_candidates, lake
+from pipeline.spark_jobs import beaconing_candidates
 from pipeline.spark_jobs.beaconing_candidates import DetectionParams
 from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 
@@ -50,16 +53,6 @@ def detection_params(
     )
 
 
-def read_day(lake_url: str, table: str, day: str) -> pd.DataFrame:
-    """A small per-day table (candidates, enriched) read on the driver with pandas."""
-    date = dt.date.fromisoformat(day)
-    manifest = lake.read_manifest(lake_url, table, date)
-    if manifest is None or manifest.get("rows", 0) == 0:
-        return pd.DataFrame()
-    # The day lives in the folder name (date=D), not in the files: put it back as a column.
-    return pd.read_parquet(lake.day_url(lake_url, table, date)).assign(date=day)
-
-
 def run_summary(report: dict[str, dict], pictures: dict[dt.date, tuple[str, bytes]]) -> str:
     """One line per day: what was scored, what was reported, where its picture is."""
     rows = [
@@ -80,19 +73,20 @@ def run_summary(report: dict[str, dict], pictures: dict[dt.date, tuple[str, byte
 def spec(settings: Settings) -> dg.AssetSpec:
     return dg.AssetSpec(
         NAME,
-        group_name=GROUP,
-        deps=[
-            dg.AssetDep(
-                "pair_daily_stats", partition_mapping=lookback_window(settings.lookback_days)
-            )
-        ],
-        kinds={"spark", "parquet"},
-        owners=OWNERS,
-        metadata={"dagster/column_schema": table_schema(BEACONING_CANDIDATES)},
-        description=(
-            f"Pairs whose connections over the last {settings.lookback_days} days look like a "
-            "timer (jitter-tolerant timing, size, histogram and duration scores), to external "
-            "destinations few internal hosts use; one row per reported pair with its reasons."
+        **asset_attributes(
+            group=GROUP,
+            deps=[
+                dg.AssetDep(
+                    "pair_daily_stats", partition_mapping=lookback_window(settings.lookback_days)
+                )
+            ],
+            kinds={"spark", "parquet"},
+            columns=BEACONING_CANDIDATES,
+            description=(
+                f"Pairs whose connections over the last {settings.lookback_days} days look like a "
+                "timer (jitter-tolerant timing, size, histogram and duration scores), to external "
+                "destinations few internal hosts use; one row per reported pair with its reasons."
+            ),
         ),
     )
 
@@ -148,7 +142,7 @@ def result(settings: Settings, plan: Plan, reports: list[dict], log: Any) -> dg.
         f"stage beaconing_candidates: {sum(f['rows'] for f in report.values())} candidate(s); "
         "drawing the plots"
     )
-    frames = {d: read_day(settings.lake_url, beaconing_candidates.TABLE, str(d)) for d in days}
+    frames = {d: settings.lake.read_day(beaconing_candidates.TABLE, str(d)) for d in days}
     pictures = {d: plots.plot_day(settings.lake_url, d, frames[d]) for d in days}
     latest = max(report)
     top = frames[dt.date.fromisoformat(latest)]
@@ -174,9 +168,7 @@ def result(settings: Settings, plan: Plan, reports: list[dict], log: Any) -> dg.
             f"top_candidates_{latest}": dg.MetadataValue.md(
                 markdown_table(top.to_dict("records"), TOP_COLUMNS) if not top.empty else "(none)"
             ),
-            "path": dg.MetadataValue.path(
-                lake.table_url(settings.lake_url, beaconing_candidates.TABLE)
-            ),
+            "path": dg.MetadataValue.path(settings.lake.table_url(beaconing_candidates.TABLE)),
             "plot": dg.MetadataValue.path(latest_png[0]),
             f"plot_{latest}": dg.MetadataValue.md(
                 plots.markdown_image(latest_png[1], f"top candidates {latest}")

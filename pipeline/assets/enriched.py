@@ -4,13 +4,16 @@ import datetime as dt
 
 import dagster as dg
 
-from pipeline.assets.candidates import read_day
-from pipeline.assets.metadata import OWNERS, markdown_table, table_schema
+from pipeline.assets.metadata import (
+    daily_asset,
+    markdown_table,
+    table_schema,
+)
 from pipeline.enrichment import sentinel_indicators
 from pipeline.enrichment.enrich import ENRICHED_COLUMNS, enrich_days
 from pipeline.partitions import days_in_run
 from pipeline.settings import Settings
-from pipeline.spark_jobs import beaconing_candidates, lake
+from pipeline.spark_jobs import beaconing_candidates
 from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 
 GROUP = "enrich"
@@ -53,25 +56,21 @@ COLUMN_DESCRIPTIONS = {
 
 
 def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=TABLE,
-        group_name=GROUP,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+    @daily_asset(
+        TABLE,
+        partitions,
+        group=GROUP,
         deps=["beaconing_candidates"],
         kinds={"pandas", "parquet"},
-        owners=OWNERS,
-        metadata={
-            "dagster/column_schema": dg.TableSchema(
-                columns=[
-                    *table_schema(BEACONING_CANDIDATES).columns,
-                    *[
-                        dg.TableColumn(name, _TYPE_NAMES[dtype], COLUMN_DESCRIPTIONS[name])
-                        for name, dtype in ENRICHED_COLUMNS.items()
-                    ],
-                ]
-            )
-        },
+        columns=dg.TableSchema(
+            columns=[
+                *table_schema(BEACONING_CANDIDATES).columns,
+                *[
+                    dg.TableColumn(name, _TYPE_NAMES[dtype], COLUMN_DESCRIPTIONS[name])
+                    for name, dtype in ENRICHED_COLUMNS.items()
+                ],
+            ]
+        ),
         description=(
             "Beaconing candidates with enrichment (prevalence, first-seen age; GeoIP/ASN, RDAP "
             "and threat intel when configured) and a final risk rank, sorted by it."
@@ -79,7 +78,7 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
     )
     def enriched_beacons(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         candidates = {
-            day: read_day(settings.lake_url, beaconing_candidates.TABLE, day.isoformat())
+            day: settings.lake.read_day(beaconing_candidates.TABLE, day.isoformat())
             for day in days_in_run(context)
         }
         # Threat intel: the local file, and Sentinel's own indicators when a Log Analytics
@@ -92,8 +91,8 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
         )
         per_day = []
         for day, ranked in enriched.days.items():
-            lake.write_pandas_day(ranked, settings.lake_url, TABLE, day, "part-0.parquet")
-            lake.write_manifest(settings.lake_url, TABLE, day, {"rows": len(ranked)})
+            settings.lake.write_day_file(TABLE, day, "part-0.parquet", ranked)
+            settings.lake.write_manifest(TABLE, day, {"rows": len(ranked)})
             per_day.append({"date": day.isoformat(), "rows": len(ranked)})
         rows = sum(r["rows"] for r in per_day)
         latest = list(enriched.days.values())[-1] if enriched.days else None
@@ -121,7 +120,7 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                         ],
                     )
                 ),
-                "path": dg.MetadataValue.path(lake.table_url(settings.lake_url, TABLE)),
+                "path": dg.MetadataValue.path(settings.lake.table_url(TABLE)),
             }
         )
 

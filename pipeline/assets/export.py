@@ -6,7 +6,10 @@ import dagster as dg
 from pyspark.sql import types as T
 
 from pipeline import export_layout, query_export
-from pipeline.assets.metadata import OWNERS, markdown_table, table_schema
+from pipeline.assets.metadata import (
+    daily_asset,
+    markdown_table,
+)
 from pipeline.partitions import days_in_run
 from pipeline.sample.traffic import SampleNetwork, write_export_day
 from pipeline.settings import Settings
@@ -20,19 +23,13 @@ class ExportDayMissingError(Exception):
 
 
 def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="commonsecuritylog_export",
-        group_name=GROUP,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+    @daily_asset(
+        "commonsecuritylog_export",
+        partitions,
+        group=GROUP,
         kinds={"azure", "json"},
-        owners=OWNERS,
         # The CommonSecurityLog columns the pipeline reads from the JSON lines (all as strings).
-        metadata={
-            "dagster/column_schema": table_schema(
-                T.StructType([EXPORT_RECORD[name] for name in EXPORT_COLUMNS])
-            )
-        },
+        columns=T.StructType([EXPORT_RECORD[name] for name in EXPORT_COLUMNS]),
         description=(
             "The raw CommonSecurityLog day in the Log Analytics data-export layout. Materializing "
             "it checks that the day's export folders exist (export mode), pulls the day from the "

@@ -1,6 +1,6 @@
 """Small helpers that turn job reports into metadata an analyst can read in the Dagster UI."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -49,4 +49,37 @@ def table_schema(
             )
             for field in struct.fields
         ]
+    )
+
+
+def asset_attributes(
+    *,
+    group: str,
+    kinds: set[str],
+    columns: StructType | dg.TableSchema,
+    description: str,
+    deps: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """What every asset states the same way: its group, owners, kinds, upstream assets, column
+    schema (shown on the asset page) and purpose."""
+    schema = columns if isinstance(columns, dg.TableSchema) else table_schema(columns)
+    return {
+        "group_name": group,
+        "deps": list(deps),
+        "kinds": kinds,
+        "owners": OWNERS,
+        "metadata": {"dagster/column_schema": schema},
+        "description": description,
+    }
+
+
+def daily_asset(
+    name: str, partitions: dg.PartitionsDefinition, **attributes: Any
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """`@dg.asset` for a driver-side daily asset: a range of days runs as one step."""
+    return dg.asset(
+        name=name,
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        **asset_attributes(**attributes),
     )

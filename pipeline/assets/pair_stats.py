@@ -7,10 +7,14 @@ from typing import Any
 
 import dagster as dg
 
-from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
+from pipeline.assets.metadata import (
+    asset_attributes,
+    markdown_table,
+    per_day_rows,
+)
 from pipeline.resources.spark import SparkStep
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake, pair_daily_stats
+from pipeline.spark_jobs import pair_daily_stats
 from pipeline.spark_jobs.schemas import PAIR_DAILY_STATS
 
 NAME = "pair_daily_stats"
@@ -20,15 +24,16 @@ GROUP = "detect"
 def spec(settings: Settings) -> dg.AssetSpec:
     return dg.AssetSpec(
         NAME,
-        group_name=GROUP,
-        deps=["network_sessions"],
-        kinds={"spark", "parquet"},
-        owners=OWNERS,
-        metadata={"dagster/column_schema": table_schema(PAIR_DAILY_STATS)},
-        description=(
-            "Per (source, destination, port, protocol) per day: counts, first/last seen, and the "
-            "connection times and byte sizes as compact arrays, enough to score the pair over "
-            "many days without reading raw events again."
+        **asset_attributes(
+            group=GROUP,
+            deps=["network_sessions"],
+            kinds={"spark", "parquet"},
+            columns=PAIR_DAILY_STATS,
+            description=(
+                "Per (source, destination, port, protocol) per day: counts, first/last seen, and "
+                "the connection times and byte sizes as compact arrays, enough to score the pair "
+                "over many days without reading raw events again."
+            ),
         ),
     )
 
@@ -62,8 +67,6 @@ def result(settings: Settings, plan: Plan, reports: list[dict], log: Any) -> dg.
             "per_day": dg.MetadataValue.md(
                 markdown_table(per_day_rows(report, ["rows", "strobes"]))
             ),
-            "path": dg.MetadataValue.path(
-                lake.table_url(settings.lake_url, pair_daily_stats.TABLE)
-            ),
+            "path": dg.MetadataValue.path(settings.lake.table_url(pair_daily_stats.TABLE)),
         }
     )

@@ -9,12 +9,16 @@ from typing import Any
 import dagster as dg
 
 from pipeline import export_layout, storage
-from pipeline.assets.metadata import OWNERS, markdown_table, per_day_rows, table_schema
+from pipeline.assets.metadata import (
+    asset_attributes,
+    markdown_table,
+    per_day_rows,
+)
 from pipeline.checks import export_schema_drift
 from pipeline.resources.spark import SparkStep
 from pipeline.sensors import export_fingerprint, record_fingerprints
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake, network_sessions
+from pipeline.spark_jobs import network_sessions
 from pipeline.spark_jobs.schemas import NETWORK_SESSIONS
 
 NAME = "network_sessions"
@@ -30,15 +34,16 @@ DAYS_PER_PASS = 3
 def spec(settings: Settings) -> dg.AssetSpec:
     return dg.AssetSpec(
         NAME,
-        group_name=GROUP,
-        deps=["commonsecuritylog_export"],
-        kinds={"spark", "parquet"},
-        owners=OWNERS,
-        metadata={"dagster/column_schema": table_schema(NETWORK_SESSIONS)},
-        description=(
-            "Firewall connections of the day as lake parquet (network_sessions/date=D/): typed, "
-            "deduplicated, vendor-filtered; malformed records go to quarantine/date=D/ with the "
-            "reason."
+        **asset_attributes(
+            group=GROUP,
+            deps=["commonsecuritylog_export"],
+            kinds={"spark", "parquet"},
+            columns=NETWORK_SESSIONS,
+            description=(
+                "Firewall connections of the day as lake parquet (network_sessions/date=D/): "
+                "typed, deduplicated, vendor-filtered; malformed records go to quarantine/date=D/ "
+                "with the reason."
+            ),
         ),
     )
 
@@ -184,11 +189,9 @@ def _result(settings: Settings, report: dict, late_blobs: int, drift: dict) -> d
                 {d: f["unknown_columns"] for d, f in report.items() if f["unknown_columns"]}
             ),
             "per_day": dg.MetadataValue.md(markdown_table(table)),
-            "path": dg.MetadataValue.path(
-                lake.table_url(settings.lake_url, network_sessions.TABLE)
-            ),
+            "path": dg.MetadataValue.path(settings.lake.table_url(network_sessions.TABLE)),
             "quarantine_path": dg.MetadataValue.path(
-                lake.table_url(settings.lake_url, network_sessions.QUARANTINE_TABLE)
+                settings.lake.table_url(network_sessions.QUARANTINE_TABLE)
             ),
         },
         check_results=[

@@ -2,9 +2,8 @@
 
 import dagster as dg
 
-from pipeline.assets.candidates import read_day
 from pipeline.assets.enriched import TABLE as ENRICHED_TABLE
-from pipeline.assets.metadata import OWNERS, markdown_table
+from pipeline.assets.metadata import daily_asset, markdown_table
 from pipeline.partitions import days_in_run
 from pipeline.sentinel.incidents import IncidentStats, raise_incidents
 from pipeline.sentinel.watchlist_arm import (
@@ -16,7 +15,6 @@ from pipeline.sentinel.watchlist_arm import (
 )
 from pipeline.sentinel.watchlist_csv import COLUMNS, csv_text, watchlist_rows
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 
 GROUP = "publish"
 TABLE = "sentinel_watchlist"
@@ -24,19 +22,15 @@ FILE_NAME = "watchlist.csv"
 
 
 def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        name=TABLE,
-        group_name=GROUP,
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+    @daily_asset(
+        TABLE,
+        partitions,
+        group=GROUP,
         deps=[ENRICHED_TABLE],
         kinds={"azure", "csv"},
-        owners=OWNERS,
-        metadata={
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(name=c, type="string") for c in ITEM_COLUMNS]
-            )
-        },
+        columns=dg.TableSchema(
+            columns=[dg.TableColumn(name=c, type="string") for c in ITEM_COLUMNS]
+        ),
         description=(
             "The Sentinel watchlist of reported beacons, one item per pair (PairKey), upserted "
             "over ARM when SENTINEL_* is set; items leave after BEACON_WATCHLIST_RETENTION_DAYS "
@@ -56,7 +50,7 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                 client.check_identity()  # before any day: a lost login fails the run at once
             # Day by day in date order: in a range backfill the last day's values win.
             for day in days_in_run(context):
-                rows = watchlist_rows(read_day(settings.lake_url, ENRICHED_TABLE, day.isoformat()))
+                rows = watchlist_rows(settings.lake.read_day(ENRICHED_TABLE, day.isoformat()))
                 text = csv_text(rows, COLUMNS)
                 if client is not None:
                     stats = publish_day(
@@ -70,7 +64,7 @@ def build(settings: Settings, partitions: dg.PartitionsDefinition) -> dg.AssetsD
                             )
                         )
                 # Written after a successful publication: the lake CSV records what was sent.
-                url = lake.write_pandas_day(text, settings.lake_url, TABLE, day, FILE_NAME)
+                url = settings.lake.write_day_file(TABLE, day, FILE_NAME, text)
                 per_day.append(
                     {
                         "date": day.isoformat(),

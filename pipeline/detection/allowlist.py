@@ -10,9 +10,10 @@ import io
 import ipaddress
 import re
 
-from pipeline import storage
+from pipeline.lake import REFERENCE, Lake
 
-ALLOWLIST_PATH = "reference/allowlist.csv"
+ALLOWLIST_NAME = "allowlist.csv"
+ALLOWLIST_PATH = f"{REFERENCE}/{ALLOWLIST_NAME}"  # inside the lake
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -37,8 +38,7 @@ def parse(text: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
 
 def load(lake_url: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
     """The lake's allowlist (empty when there is none)."""
-    fs, path = storage.filesystem(f"{lake_url.rstrip('/')}/{ALLOWLIST_PATH}")
-    if not fs.exists(path):
+    content = Lake(lake_url).read_reference(ALLOWLIST_NAME)
+    if content is None:
         return (), []
-    with fs.open(path, "r", encoding="utf-8") as handle:
-        return parse(handle.read())
+    return parse(content.decode("utf-8"))

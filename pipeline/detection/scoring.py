@@ -20,6 +20,11 @@ The score is the mean of the subscores (size left out when the firewall logs no 
 them, given how many there are (`pipeline.detection.chance`): a pair is reported only then.
 `percent_beacon` is the notebook's metric done per pair: the largest share of intervals (> 15 s,
 in whole seconds) that fall within ±2 neighbouring interval values.
+
+This module is the reference: it scores one pair at a time and says what each score means. The
+detector runs `pipeline.detection.batch_scoring`, which computes the same scores for every pair
+of a batch at once (vectorised numpy) and is tested against this module
+(pipeline_tests/unit/test_batch_scoring.py): change both together.
 """
 
 from __future__ import annotations

@@ -13,13 +13,13 @@ from typing import Any, Protocol
 import pandas as pd
 import pyarrow as pa
 
+from pipeline import lake as lake_days
 from pipeline.enrichment import rdap, threat_intel
 from pipeline.enrichment.geoip import GEO_COLUMNS, GeoIP
 from pipeline.enrichment.ranking import rank
+from pipeline.lake import Lake, read_bytes
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
-from pipeline.storage import filesystem
 
 PAIR_DAILY_STATS = "pair_daily_stats"
 # new_asn: the ASN first appeared among the window's destinations this recently (same span as
@@ -184,14 +184,14 @@ def load_local_indicators(
     if settings.threat_intel_file:
         candidates, explicit = [settings.threat_intel_file], True
     else:
-        base = lake.table_url(settings.lake_url, "reference")
-        candidates, explicit = [f"{base}/indicators.json", f"{base}/indicators.csv"], False
+        lake = Lake(settings.lake_url)
+        candidates = [lake.reference_url("indicators.json"), lake.reference_url("indicators.csv")]
+        explicit = False
     for url in candidates:
-        fs, path = filesystem(url)
-        if not fs.exists(path):
+        content = read_bytes(url)
+        if content is None:
             continue
-        with fs.open(path, "rb") as handle:
-            text = handle.read().decode("utf-8-sig", errors="replace")
+        text = content.decode("utf-8-sig", errors="replace")
         frame, report = threat_intel.read_indicator_file(url, text, now)
         return frame, report.as_dict()
     if explicit:
@@ -234,17 +234,17 @@ def _asn_days(settings: Settings, geoip: GeoIP, days: list[dt.date]) -> AsnHisto
     """Read the destinations of pair_daily_stats over every window of the run, map to ASNs."""
     if not geoip.has_asn or not days:
         return AsnHistory({}, [])
-    start = min(days) - dt.timedelta(days=settings.lookback_days - 1)
-    span = [start + dt.timedelta(days=i) for i in range((max(days) - start).days + 1)]
+    span = lake_days.windows_span(days, settings.lookback_days)
+    lake = Lake(settings.lake_url)
     per_asn: dict[int, set[dt.date]] = {}
     asn_of: dict[str, int | None] = {}
-    data_days = lake.days_present(settings.lake_url, PAIR_DAILY_STATS, span)
+    data_days = lake.days_present(PAIR_DAILY_STATS, span)
     for day in data_days:
-        if (lake.read_manifest(settings.lake_url, PAIR_DAILY_STATS, day) or {}).get("rows") == 0:
-            continue  # A day without pairs has no parquet files to read.
-        url = lake.day_url(settings.lake_url, PAIR_DAILY_STATS, day)
         # Only the destination column: the window's pairs can be many, their IPs far fewer.
-        for address in pd.read_parquet(url, columns=["DestinationIP"])["DestinationIP"].unique():
+        destinations = lake.read_day_columns(PAIR_DAILY_STATS, day, columns=["DestinationIP"])
+        if destinations is None:
+            continue  # A day without pairs has no parquet files to read.
+        for address in destinations["DestinationIP"].unique():
             if address not in asn_of:
                 asn_of[address] = geoip.asn_of(str(address))
             if asn_of[address] is not None:
@@ -263,7 +263,7 @@ def _new_asn(
     day with data (an ASN seen since the data began may be much older than the data)."""
     if not known:
         return pd.DataFrame({"new_asn": pd.array([None] * len(asns), dtype="boolean")}, asns.index)
-    window_start = day - dt.timedelta(days=lookback_days - 1)
+    window_start = lake_days.window_days(day, lookback_days)[0]
     in_window = [d for d in history.data_days if window_start <= d <= day]
     first_with_data = in_window[0] if in_window else day
     values = []

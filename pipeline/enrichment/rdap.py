@@ -22,6 +22,7 @@ Off by default (BEACON_RDAP=off): it sends destination addresses to a third part
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import time
 from collections.abc import Callable, Iterable
@@ -31,8 +32,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from pipeline.spark_jobs import lake
-from pipeline.storage import filesystem
+from pipeline.lake import Lake
 
 CACHE_NAME = "rdap_cache.parquet"
 # Short: a registry that does not answer in seconds will not answer in minutes either.
@@ -73,27 +73,17 @@ class RdapReport:
         return {k: v for k, v in self.__dict__.items() if v or k in ("status", "looked_up")}
 
 
-def cache_url(lake_url: str) -> str:
-    return f"{lake.table_url(lake_url, 'reference')}/{CACHE_NAME}"
-
-
 def read_cache(lake_url: str) -> pd.DataFrame:
     """The cached answers (one row per IP); empty when there is no cache yet."""
-    fs, path = filesystem(cache_url(lake_url))
-    if not fs.exists(path):
+    content = Lake(lake_url).read_reference(CACHE_NAME)
+    if content is None:
         return _typed(pd.DataFrame(columns=list(CACHE_COLUMNS)), CACHE_COLUMNS)
-    with fs.open(path, "rb") as handle:
-        return _typed(pd.read_parquet(handle), CACHE_COLUMNS)
+    return _typed(pd.read_parquet(io.BytesIO(content)), CACHE_COLUMNS)
 
 
 def write_cache(lake_url: str, cache: pd.DataFrame) -> None:
     """Replace the cache atomically (written aside, then moved), so a crash never leaves half."""
-    fs, path = filesystem(cache_url(lake_url))
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    tmp = f"{path}.tmp"
-    with fs.open(tmp, "wb") as handle:
-        _typed(cache, CACHE_COLUMNS).to_parquet(handle, index=False)
-    fs.mv(tmp, path)
+    Lake(lake_url).write_reference(CACHE_NAME, _typed(cache, CACHE_COLUMNS).to_parquet(index=False))
 
 
 def parse_network(body: dict[str, Any]) -> dict[str, Any]:

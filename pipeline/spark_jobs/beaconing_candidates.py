@@ -23,7 +23,8 @@ from pyspark.sql import types as T
 
 from pipeline.detection.batch_scoring import score_pairs
 from pipeline.detection.scoring import describe, human_interval
-from pipeline.spark_jobs import lake
+from pipeline.lake import Lake, window_days
+from pipeline.lake import spark as lake_spark
 from pipeline.spark_jobs.networks import is_in_networks, is_internal
 from pipeline.spark_jobs.pair_daily_stats import STROBE_CONNECTIONS_PER_DAY
 from pipeline.spark_jobs.pair_daily_stats import TABLE as STATS_TABLE
@@ -115,10 +116,10 @@ def window_of(
     Days before the lake's first day were never ingested (a new deployment, or a demo of the
     last few days under an early start date): they are not missing history. A hole after it is.
     """
-    start = max(day - dt.timedelta(days=params.lookback_days - 1), params.first_day)
+    first = params.first_day
     if history_start is not None:
-        start = min(max(start, history_start), day)
-    return [start + dt.timedelta(days=i) for i in range((day - start).days + 1)]
+        first = min(max(first, history_start), day)
+    return window_days(day, params.lookback_days, first)
 
 
 def _score_batches(min_connections: int) -> Any:
@@ -535,7 +536,8 @@ def run(
 def _score_days(
     spark: SparkSession, lake_url: str, days: list[dt.date], params: DetectionParams
 ) -> dict[str, Any]:
-    in_lake = lake.days_in_table(lake_url, STATS_TABLE)
+    lake = Lake(lake_url)
+    in_lake = lake.days_in_table(STATS_TABLE)
     history_start = in_lake[0] if in_lake else None
     windows = {day: window_of(day, params, history_start) for day in days}
     present = set(in_lake) & {d for window in windows.values() for d in window}
@@ -561,7 +563,7 @@ def _score_days(
         ],
         "date string, target string, window_start string, window_days_present int",
     )
-    stats = lake.read_days(spark, lake_url, STATS_TABLE, sorted(present), PAIR_DAILY_STATS)
+    stats = lake_spark.read_days(spark, lake, STATS_TABLE, sorted(present), PAIR_DAILY_STATS)
     fanned = stats.join(F.broadcast(windows_frame), "date")
     window_pairs = _window_pairs(fanned, params).cache()
     pairs = _candidate_pairs(fanned, windows_frame, window_pairs, params)
@@ -577,7 +579,7 @@ def _score_days(
             )
             .collect()
         }
-        lake.replace_days(reported, lake_url, TABLE, days, {d: c[0] for d, c in counts.items()})
+        lake_spark.replace_days(reported, lake, TABLE, days, {d: c[0] for d, c in counts.items()})
     finally:
         reported.unpersist()
         window_pairs.unpersist()
@@ -585,5 +587,5 @@ def _score_days(
         key = day.isoformat()
         candidates, strobes = counts.get(key, (0, 0))
         report[key].update(rows=candidates, strobes=strobes)
-        lake.write_manifest(lake_url, TABLE, day, report[key])
+        lake.write_manifest(TABLE, day, report[key])
     return report

@@ -48,7 +48,8 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipeline.spark_jobs import lake
+from pipeline.lake import Lake
+from pipeline.lake import spark as lake_spark
 from pipeline.spark_jobs.commonsecuritylog import COLUMNS as KNOWN_COLUMNS
 from pipeline.spark_jobs.compat import is_valid_utf8, try_cast
 from pipeline.spark_jobs.schemas import CORRUPT_COLUMN, EXPORT_RECORD, NETWORK_SESSIONS
@@ -369,9 +370,10 @@ def run(
         for local, remote in (source_prefixes or {}).items():
             pattern = r"^(file:(//)?)?\Q" + local + r"\E"
             source_file = F.regexp_replace(source_file, pattern, remote.replace("$", r"\$"))
-        raw = spark.read.text([lake.spark_url(u) for u in blob_urls]).select(
+        raw = spark.read.text([lake_spark.spark_url(u) for u in blob_urls]).select(
             "value", source_file.alias("source_file")
         )
+    lake = Lake(lake_url)
     classified = _classify(raw, days, device_vendors, uuid.uuid4().hex).cache()
     try:
         tallies = classified.groupBy("date", "status", "reason", "late_arrival").count().collect()
@@ -389,7 +391,7 @@ def run(
         for row in tallies:
             if row["status"] == "kept":
                 kept_per_day[row["date"]] += row["count"]
-        lake.replace_days(sessions, lake_url, TABLE, days, kept_per_day)
+        lake_spark.replace_days(sessions, lake, TABLE, days, kept_per_day)
         rows_per_day = {d.isoformat(): counted.get[d.isoformat()] for d in days}
         quarantine = classified.filter(F.col("status") == "quarantined").select(
             "reason",
@@ -403,16 +405,14 @@ def run(
         for row in tallies:
             if row["status"] == "quarantined":
                 quarantined_per_day[row["date"]] += row["count"]
-        lake.replace_days(quarantine, lake_url, QUARANTINE_TABLE, days, quarantined_per_day)
+        lake_spark.replace_days(quarantine, lake, QUARANTINE_TABLE, days, quarantined_per_day)
     finally:
         classified.unpersist()
 
     report = _day_report(days, tallies, rows_per_day, drift)
     for day in days:
-        lake.write_manifest(lake_url, TABLE, day, report[day.isoformat()])
-        lake.write_manifest(
-            lake_url, QUARANTINE_TABLE, day, {"rows": report[day.isoformat()]["quarantined"]}
-        )
+        lake.write_manifest(TABLE, day, report[day.isoformat()])
+        lake.write_manifest(QUARANTINE_TABLE, day, {"rows": report[day.isoformat()]["quarantined"]})
     return report
 
 

@@ -15,7 +15,8 @@ import datetime as dt
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from pipeline.spark_jobs import lake
+from pipeline.lake import Lake
+from pipeline.lake import spark as lake_spark
 from pipeline.spark_jobs.network_sessions import TABLE as SESSIONS_TABLE
 from pipeline.spark_jobs.schemas import NETWORK_SESSIONS
 
@@ -36,7 +37,7 @@ def run(
     device_vendor: str | None = "Fortinet",
 ) -> DataFrame:
     """The notebook's result rows (one per reported pair) over the sessions of `days`."""
-    sessions = lake.read_days(spark, lake_url, SESSIONS_TABLE, days, NETWORK_SESSIONS)
+    sessions = lake_spark.read_days(spark, Lake(lake_url), SESSIONS_TABLE, days, NETWORK_SESSIONS)
     return query(sessions, fixed=fixed, device_vendor=device_vendor)
 
 

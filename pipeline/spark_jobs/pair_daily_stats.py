@@ -13,7 +13,8 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from pipeline.spark_jobs import lake
+from pipeline.lake import Lake
+from pipeline.lake import spark as lake_spark
 from pipeline.spark_jobs.network_sessions import TABLE as SESSIONS_TABLE
 from pipeline.spark_jobs.schemas import NETWORK_SESSIONS, PAIR_DAILY_STATS, PAIR_KEY
 
@@ -24,14 +25,15 @@ STROBE_CONNECTIONS_PER_DAY = 86_400
 
 def run(spark: SparkSession, *, lake_url: str, days: list[dt.date]) -> dict[str, Any]:
     """Summarise the sessions of `days` per pair; returns rows and strobes per day."""
-    present = lake.days_present(lake_url, SESSIONS_TABLE, days)
+    lake = Lake(lake_url)
+    present = lake.days_present(SESSIONS_TABLE, days)
     missing = sorted(set(days) - set(present))
     if missing:
         raise FileNotFoundError(
             f"network_sessions is missing for {', '.join(d.isoformat() for d in missing)}: "
             "materialize those days of network_sessions first"
         )
-    sessions = lake.read_days(spark, lake_url, SESSIONS_TABLE, present, NETWORK_SESSIONS)
+    sessions = lake_spark.read_days(spark, lake, SESSIONS_TABLE, present, NETWORK_SESSIONS)
     midnight = F.to_timestamp(F.col("date"))
     ms_of_day = ((F.unix_micros("TimeGenerated") - F.unix_micros(midnight)) / 1000).cast("int")
     events = F.array_sort(
@@ -84,12 +86,12 @@ def run(spark: SparkSession, *, lake_url: str, days: list[dt.date]) -> dict[str,
             .collect()
         }
         rows = {d: v[0] for d, v in per_day.items()}
-        lake.replace_days(stats, lake_url, TABLE, days, rows)
+        lake_spark.replace_days(stats, lake, TABLE, days, rows)
     finally:
         stats.unpersist()
     report = {}
     for day in days:
         pairs, strobes = per_day.get(day.isoformat(), (0, 0))
         report[day.isoformat()] = {"rows": pairs, "strobes": strobes}
-        lake.write_manifest(lake_url, TABLE, day, report[day.isoformat()])
+        lake.write_manifest(TABLE, day, report[day.isoformat()])
     return report

@@ -51,15 +51,6 @@ NETWORK_SESSIONS = T.StructType(
     ]
 )
 
-QUARANTINE = T.StructType(
-    [
-        T.StructField("reason", T.StringType(), False),
-        T.StructField("source_file", T.StringType()),
-        T.StructField("record", T.StringType()),
-        T.StructField("date", T.StringType()),
-    ]
-)
-
 PAIR_KEY: tuple[str, ...] = ("SourceIP", "DestinationIP", "DestinationPort", "Protocol")
 
 # One row per pair per day. The three arrays are aligned and sorted by time; they are the

@@ -13,9 +13,10 @@ import time
 from pyspark.sql import functions as F
 
 from pipeline import export_layout
+from pipeline.lake import spark as lake_spark
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import load_settings
-from pipeline.spark_jobs import lake, notebook_query
+from pipeline.spark_jobs import notebook_query
 from pipeline_tests.bench.measure import report, window_from_args
 
 
@@ -24,7 +25,7 @@ def main() -> None:
     settings = load_settings()
     workspace = export_layout.workspace_path(settings.workspace_resource_id or "")
     folders = [
-        lake.spark_url(f"{settings.export_url}/{export_layout.day_folder(workspace, d)}")
+        lake_spark.spark_url(f"{settings.export_url}/{export_layout.day_folder(workspace, d)}")
         for d in days
     ]
 

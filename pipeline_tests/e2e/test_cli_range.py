@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.lake import Lake
 from pipeline.sample.traffic import BEACONS, SampleNetwork, write_export_day
-from pipeline.spark_jobs import lake
 
 FIRST = dt.date(2026, 10, 5)
 LAST = dt.date(2026, 10, 7)
@@ -53,9 +53,9 @@ def test_partition_range_from_an_export_folder(tmp_path, layout):
 
     lake_url = env["BEACON_LAKE_URL"]
     for table in ("network_sessions", "pair_daily_stats", "beaconing_candidates"):
-        days = lake.days_present(lake_url, table, [FIRST, FIRST + dt.timedelta(days=1), LAST])
+        days = Lake(lake_url).days_present(table, [FIRST, FIRST + dt.timedelta(days=1), LAST])
         assert len(days) == 3, table
-    csv_path = Path(lake.day_url(lake_url, "sentinel_watchlist", LAST)) / "watchlist.csv"
+    csv_path = Path(Lake(lake_url).day_url("sentinel_watchlist", LAST)) / "watchlist.csv"
     watchlist = pd.read_csv(csv_path)
     network = SampleNetwork()
     expected = {(network.host_ip(b.host), b.destination, b.port) for b in BEACONS}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.lake import Lake
 from pipeline.settings import SPECS
-from pipeline.spark_jobs import lake
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DAYS = 3
@@ -49,10 +49,10 @@ def test_make_demo_passes_every_blocking_check_with_the_default_settings(tmp_pat
     assert len(days) == DEMO_DAYS
     assert end < dt.datetime.now(dt.UTC).date()
     for day in days:
-        manifest = lake.read_manifest(lake_url, "beaconing_candidates", day)
+        manifest = Lake(lake_url).read_manifest("beaconing_candidates", day)
         assert manifest is not None, day
         assert manifest["window_days_present"] == manifest["window_days"], manifest
-        watchlist = Path(lake.day_url(lake_url, "sentinel_watchlist", day)) / "watchlist.csv"
+        watchlist = Path(Lake(lake_url).day_url("sentinel_watchlist", day)) / "watchlist.csv"
         assert watchlist.exists(), day
     assert len(pd.read_csv(watchlist)) > 0
     assert f"Top candidates for {end}" in output

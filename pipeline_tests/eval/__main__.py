@@ -21,10 +21,11 @@ import pandas as pd
 
 from pipeline.definitions import build_definitions
 from pipeline.enrichment.enrich import popular_destination
+from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.sample.traffic import write_export_day
 from pipeline.settings import load_settings
-from pipeline.spark_jobs import lake, notebook_query
+from pipeline.spark_jobs import notebook_query
 from pipeline_tests.eval import captures, held_out
 from pipeline_tests.eval.scenarios import DAYS, FIRST_DAY, ScenarioNetwork
 
@@ -81,7 +82,7 @@ def run_pipeline(
 
 
 def read_day(lake_url: str, table: str, day: dt.date) -> pd.DataFrame:
-    path = lake.day_url(lake_url, table, day)
+    path = Lake(lake_url).day_url(table, day)
     return pd.read_parquet(path) if Path(path).exists() else pd.DataFrame(columns=KEY)
 
 

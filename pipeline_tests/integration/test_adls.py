@@ -22,11 +22,11 @@ from pipeline import plots, storage
 from pipeline.definitions import build_definitions
 from pipeline.detection import allowlist
 from pipeline.export_layout import blobs_for_days, hour_folder, list_day_blobs, workspace_path
+from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.sample.traffic import DEFAULT_WORKSPACE
 from pipeline.sensors import late_export_requests
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 from pipeline_tests.conftest import record
 from pipeline_tests.fakes.azurite import ACCOUNT
 
@@ -121,25 +121,24 @@ def test_manifests_and_driver_written_files_round_trip_on_blob_storage(blob_serv
     lake_url = f"az://{container}/beacon" if form == "az" else abfss(container, "beacon")
     days = [DAY - dt.timedelta(days=2), DAY]
     for day in days:
-        lake.write_manifest(lake_url, "pair_daily_stats", day, {"rows": day.day})
-    assert lake.read_manifest(lake_url, "pair_daily_stats", DAY) == {
+        Lake(lake_url).write_manifest("pair_daily_stats", day, {"rows": day.day})
+    assert Lake(lake_url).read_manifest("pair_daily_stats", DAY) == {
         "date": DAY.isoformat(),
         "rows": DAY.day,
     }
-    assert lake.read_manifest(lake_url, "pair_daily_stats", NEXT) is None
-    assert lake.latest_day(lake_url, "pair_daily_stats") == DAY
+    assert Lake(lake_url).read_manifest("pair_daily_stats", NEXT) is None
+    assert Lake(lake_url).latest_day("pair_daily_stats") == DAY
     asked = [*days, NEXT]
-    assert lake.days_present(lake_url, "pair_daily_stats", asked) == days
-    assert lake.latest_day(lake_url, "never_written") is None
+    assert Lake(lake_url).days_present("pair_daily_stats", asked) == days
+    assert Lake(lake_url).latest_day("never_written") is None
 
     frame = pd.DataFrame({"SourceIP": ["10.0.0.5"], "score": [0.93]})
-    written = lake.write_pandas_day(frame, lake_url, "enriched_beacons", DAY, "part.parquet")
-    csv_url = lake.write_pandas_day(
-        "SourceIP,DestinationIP\r\n10.0.0.5,203.0.113.9\r\n",
-        lake_url,
+    written = Lake(lake_url).write_day_file("enriched_beacons", DAY, "part.parquet", frame)
+    csv_url = Lake(lake_url).write_day_file(
         "sentinel_watchlist",
         DAY,
         "watchlist.csv",
+        "SourceIP,DestinationIP\r\n10.0.0.5,203.0.113.9\r\n",
     )
     blobs = {b.name for b in blob_service.get_container_client(container).list_blobs()}
     prefix = f"beacon/enriched_beacons/date={DAY}/"
@@ -153,8 +152,9 @@ def test_manifests_and_driver_written_files_round_trip_on_blob_storage(blob_serv
         # Byte-exact: newline translation would break Sentinel's CSV.
         assert handle.read() == b"SourceIP,DestinationIP\r\n10.0.0.5,203.0.113.9\r\n"
 
-    lake.forget_days(lake_url, "pair_daily_stats", [DAY])
-    assert lake.latest_day(lake_url, "pair_daily_stats") == days[0]
+    fs, path = storage.filesystem(Lake(lake_url).manifest_url("pair_daily_stats", DAY))
+    fs.rm(path)
+    assert Lake(lake_url).latest_day("pair_daily_stats") == days[0]
 
 
 def test_abfss_account_must_match_the_connection_string(blob_service):
@@ -164,7 +164,7 @@ def test_abfss_account_must_match_the_connection_string(blob_service):
 
 def test_a_lake_container_that_does_not_exist_fails_naming_it(blob_service):
     with pytest.raises(storage.StorageContainerMissingError) as error:
-        lake.write_manifest(abfss("no-such-lake", "beacon"), "network_sessions", DAY, {"rows": 1})
+        Lake(abfss("no-such-lake", "beacon")).write_manifest("network_sessions", DAY, {"rows": 1})
     assert "'no-such-lake'" in str(error.value)
     assert f"'{ACCOUNT}'" in str(error.value)
     names = [c.name for c in blob_service.list_containers()]
@@ -186,8 +186,8 @@ def test_the_allowlist_and_the_plots_use_the_lake_on_blob_storage(blob_service):
     pair = {"SourceIP": "10.0.0.5", "DestinationIP": "198.51.100.7", "DestinationPort": 443}
     event_ms = [60_000 * 5 * i for i in range(12)]
     stats = pd.DataFrame([{**pair, "Protocol": "TCP", "event_ms": event_ms}])
-    lake.write_pandas_day(stats, lake_url, "pair_daily_stats", DAY, "part.parquet")
-    lake.write_manifest(lake_url, "pair_daily_stats", DAY, {"rows": 1})
+    Lake(lake_url).write_day_file("pair_daily_stats", DAY, "part.parquet", stats)
+    Lake(lake_url).write_manifest("pair_daily_stats", DAY, {"rows": 1})
     candidates = pd.DataFrame(
         [
             {
@@ -201,7 +201,7 @@ def test_the_allowlist_and_the_plots_use_the_lake_on_blob_storage(blob_service):
     )
     url, png = plots.plot_day(lake_url, DAY, candidates)
 
-    assert url == f"{lake.day_url(lake_url, plots.PLOTS_TABLE, DAY)}/{plots.PLOT_NAME}"
+    assert url == f"{Lake(lake_url).day_url(plots.PLOTS_TABLE, DAY)}/{plots.PLOT_NAME}"
     name = f"beacon/{plots.PLOTS_TABLE}/date={DAY}/{plots.PLOT_NAME}"
     stored = blob_service.get_blob_client(container, name).download_blob().readall()
     assert stored == png and png.startswith(b"\x89PNG")
@@ -232,14 +232,14 @@ def test_export_day_on_blob_storage_materializes_into_the_lake(blob_service, tmp
     assert result.success
     export_meta = result.asset_materializations_for_node("commonsecuritylog_export")[0].metadata
     assert export_meta["files"].value == 11
-    sessions = pd.read_parquet(lake.day_url(settings.lake_url, "network_sessions", DAY))
+    sessions = pd.read_parquet(Lake(settings.lake_url).day_url("network_sessions", DAY))
     assert len(sessions) == expected["rows"]
     assert set(sessions["SourceIP"]) == {"10.0.0.5"}
     assert (pd.to_datetime(sessions["TimeGenerated"]).dt.date == DAY).all()
-    manifest = lake.read_manifest(settings.lake_url, "network_sessions", DAY)
+    manifest = Lake(settings.lake_url).read_manifest("network_sessions", DAY)
     assert manifest["rows"] == expected["rows"]
     assert manifest["late_records"] == 1
-    quarantine = pd.read_parquet(lake.day_url(settings.lake_url, "quarantine", DAY))
+    quarantine = pd.read_parquet(Lake(settings.lake_url).day_url("quarantine", DAY))
     assert list(quarantine["reason"]) == ["malformed_json"]
     # Read from a local copy, the quarantined line still names the remote blob it came from.
     assert quarantine["source_file"][0] == abfss(

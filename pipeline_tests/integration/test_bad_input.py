@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.export_layout import blobs_for_days
-from pipeline.spark_jobs import lake, network_sessions
+from pipeline.lake import Lake
+from pipeline.spark_jobs import network_sessions
 from pipeline.spark_jobs.commonsecuritylog import COLUMNS as KNOWN_COLUMNS
 from pipeline_tests.conftest import record, write_blob
 
@@ -129,8 +131,8 @@ def run_days(spark, export: Path, lake_url: str, days: list[dt.date], vendors=()
 
 
 def read(lake_url: str, table: str, day: dt.date) -> pd.DataFrame:
-    path = lake.day_url(lake_url, table, day)
-    return pd.read_parquet(path) if lake._exists(path) else pd.DataFrame()
+    path = Lake(lake_url).day_url(table, day)
+    return pd.read_parquet(path) if os.path.exists(path) else pd.DataFrame()
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +238,7 @@ def test_counts_add_up_to_the_lines_written(hostile):
         report["quarantined"]
         / (report["rows"] + report["duplicates_dropped"] + report["quarantined"])
     )
-    manifest = lake.read_manifest(hostile["lake_url"], "network_sessions", D)
+    manifest = Lake(hostile["lake_url"]).read_manifest("network_sessions", D)
     assert manifest["quarantined"] == report["quarantined"]
     assert manifest["lines"] == written
 
@@ -337,8 +339,8 @@ def test_a_day_whose_blobs_are_all_empty(spark, tmp_path):
     assert report["lines"] == report["rows"] == report["quarantined"] == 0
     assert report["quarantine_ratio"] == 0.0
     # The day exists (manifest) with zero rows: not mistaken for a missing day.
-    assert lake.days_present(lake_url, "network_sessions", [D]) == [D]
-    assert lake.read_manifest(lake_url, "network_sessions", D)["rows"] == 0
+    assert Lake(lake_url).days_present("network_sessions", [D]) == [D]
+    assert Lake(lake_url).read_manifest("network_sessions", D)["rows"] == 0
 
 
 def test_a_workspace_that_appears_mid_window(spark, tmp_path):

@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 
 from pipeline.definitions import build_definitions
+from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 
 DAY = dt.date(2026, 11, 20)
 
@@ -44,8 +44,8 @@ def test_a_day_with_a_thin_window_never_reaches_the_watchlist(tmp_path, spark):
     materialized = {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}
     assert "beaconing_candidates" in materialized
     assert not {"enriched_beacons", "sentinel_watchlist"} & materialized
-    assert lake.read_manifest(settings.lake_url, "enriched_beacons", DAY) is None
-    watchlist = Path(lake.day_url(settings.lake_url, "sentinel_watchlist", DAY)) / "watchlist.csv"
+    assert Lake(settings.lake_url).read_manifest("enriched_beacons", DAY) is None
+    watchlist = Path(Lake(settings.lake_url).day_url("sentinel_watchlist", DAY)) / "watchlist.csv"
     assert not watchlist.exists()
 
     # With a lower minimum the same day goes through to the watchlist.
@@ -57,5 +57,5 @@ def test_a_day_with_a_thin_window_never_reaches_the_watchlist(tmp_path, spark):
         partition_key=DAY.isoformat(),
     )
     assert again.success
-    assert lake.read_manifest(settings.lake_url, "enriched_beacons", DAY) is not None
+    assert Lake(settings.lake_url).read_manifest("enriched_beacons", DAY) is not None
     assert watchlist.exists()

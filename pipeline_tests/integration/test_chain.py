@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from pipeline.definitions import build_definitions
+from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.sample.traffic import BEACONS, SampleNetwork
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 
 LAST = dt.date(2026, 11, 20)
 FIRST = LAST - dt.timedelta(days=3)
@@ -47,7 +47,7 @@ def materialize(settings: Settings, selection="*", tags=None, partition_key=None
 
 
 def watchlist_rows(settings: Settings, day: dt.date) -> list[dict]:
-    path = f"{lake.day_url(settings.lake_url, 'sentinel_watchlist', day)}/watchlist.csv"
+    path = f"{Lake(settings.lake_url).day_url('sentinel_watchlist', day)}/watchlist.csv"
     with open(path, newline="") as handle:
         return list(csv.DictReader(io.StringIO(handle.read())))
 
@@ -82,7 +82,7 @@ def test_watchlist_reports_the_sample_beacons_and_nothing_prevalent(chain):
     reported = {(r["SourceIP"], r["DestinationIP"], r["DestinationPort"]) for r in rows}
     assert expected <= reported
     # The benign pollers run the same timer on every host: none of them is reported.
-    candidates = pd.read_parquet(lake.day_url(settings.lake_url, "beaconing_candidates", LAST))
+    candidates = pd.read_parquet(Lake(settings.lake_url).day_url("beaconing_candidates", LAST))
     assert (candidates["periodic_sources_to_destination"] < 3).all()
     assert len(candidates) == len(rows)
     assert list(rows[0])[:3] == ["SourceIP", "DestinationIP", "DestinationPort"]
@@ -124,10 +124,10 @@ def test_each_asset_alone_for_one_day(chain, tmp_path):
     other = dataclasses.replace(settings, lake_url=str(tmp_path / "other-lake"))
     # The export is already there: only network_sessions, then only pair_daily_stats.
     assert materialize(other, "network_sessions", partition_key=LAST.isoformat()).success
-    assert lake.read_manifest(other.lake_url, "network_sessions", LAST)["rows"] > 0
-    assert lake.read_manifest(other.lake_url, "pair_daily_stats", LAST) is None
+    assert Lake(other.lake_url).read_manifest("network_sessions", LAST)["rows"] > 0
+    assert Lake(other.lake_url).read_manifest("pair_daily_stats", LAST) is None
     assert materialize(other, "pair_daily_stats", partition_key=LAST.isoformat()).success
-    assert lake.read_manifest(other.lake_url, "pair_daily_stats", LAST)["rows"] > 0
+    assert Lake(other.lake_url).read_manifest("pair_daily_stats", LAST)["rows"] > 0
 
 
 def test_pair_daily_stats_without_its_sessions_fails_clearly(tmp_path, spark):
@@ -137,7 +137,7 @@ def test_pair_daily_stats_without_its_sessions_fails_clearly(tmp_path, spark):
 
 
 def _frame(settings: Settings, table: str, day: dt.date) -> pd.DataFrame:
-    frame = pd.read_parquet(lake.day_url(settings.lake_url, table, day))
+    frame = pd.read_parquet(Lake(settings.lake_url).day_url(table, day))
     keys = [
         c for c in ("SourceIP", "DestinationIP", "DestinationPort", "TimeGenerated") if c in frame
     ]

@@ -13,8 +13,8 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from pipeline.enrichment.enrich import empty_enriched, enrich_days
+from pipeline.lake import Lake
 from pipeline.sample.traffic import BEACONS, SampleNetwork
-from pipeline.spark_jobs import lake
 from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 from pipeline_tests.integration.test_chain import FIRST, LAST, RANGE_TAGS, materialize, settings_for
 
@@ -98,7 +98,7 @@ def enriched_chain(tmp_path_factory, spark):
 
 
 def enriched_day(settings, day: dt.date) -> pd.DataFrame:
-    return pd.read_parquet(lake.day_url(settings.lake_url, "enriched_beacons", day))
+    return pd.read_parquet(Lake(settings.lake_url).day_url("enriched_beacons", day))
 
 
 def test_enriched_rows_carry_geoip_asn_and_threat_intel(enriched_chain):
@@ -152,7 +152,7 @@ def test_every_day_has_the_enrichment_columns_with_fixed_types(enriched_chain):
     for offset in range((LAST - FIRST).days + 1):
         day = FIRST + dt.timedelta(days=offset)
         schema = pq.read_schema(
-            f"{lake.day_url(settings.lake_url, 'enriched_beacons', day)}/part-0.parquet"
+            f"{Lake(settings.lake_url).day_url('enriched_beacons', day)}/part-0.parquet"
         )
         types = {name: str(schema.field(name).type) for name in expected}
         assert types == expected, day
@@ -175,13 +175,13 @@ def test_metadata_reports_each_source(enriched_chain):
 def test_an_empty_day_would_write_the_same_schema(enriched_chain):
     settings, _ = enriched_chain
     written = pq.read_schema(
-        f"{lake.day_url(settings.lake_url, 'enriched_beacons', LAST)}/part-0.parquet"
+        f"{Lake(settings.lake_url).day_url('enriched_beacons', LAST)}/part-0.parquet"
     )
     empty_day = dt.date(2000, 1, 1)
-    lake.write_pandas_day(
-        empty_enriched(), settings.lake_url, "enriched_beacons", empty_day, "part-0.parquet"
+    Lake(settings.lake_url).write_day_file(
+        "enriched_beacons", empty_day, "part-0.parquet", empty_enriched()
     )
-    empty_url = lake.day_url(settings.lake_url, "enriched_beacons", empty_day)
+    empty_url = Lake(settings.lake_url).day_url("enriched_beacons", empty_day)
     empty = pq.read_schema(f"{empty_url}/part-0.parquet")
     # pandas reads it back (an Arrow list dtype in its metadata once made the file unreadable).
     assert pd.read_parquet(empty_url).empty

@@ -28,9 +28,10 @@ import pytest
 
 from pipeline.definitions import build_definitions
 from pipeline.export_layout import blobs_for_days
+from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import Settings, load_settings
-from pipeline.spark_jobs import lake, network_sessions
+from pipeline.spark_jobs import network_sessions
 from pipeline_tests.conftest import record, write_blob
 
 D = dt.date(2026, 5, 20)
@@ -44,18 +45,18 @@ from pyspark import TaskContext
 from pipeline.definitions import build_definitions
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import load_settings
-from pipeline.spark_jobs import lake
+from pipeline.lake import spark as lake_spark
 
 args = json.loads(sys.argv[1])
 settings = load_settings()
-real_replace_days = lake.replace_days
+real_replace_days = lake_spark.replace_days
 
 
-def paused(df, lake_url, table, days, counts):
+def paused(df, lake, table, days, counts):
     if table == args["pause_in"]:
         marker, alive = args["marker"], args["alive"]
 
-        staging = lake_url + "/" + table + "/.spark-staging-*/**/*.parquet"
+        staging = lake.url + "/" + table + "/.spark-staging-*/**/*.parquet"
 
         def block(batches):
             # Two tasks write: the first writes its file normally; the second waits until that
@@ -74,10 +75,10 @@ def paused(df, lake_url, table, days, counts):
             yield from batches
 
         df = df.repartition(2).mapInPandas(block, df.schema)
-    return real_replace_days(df, lake_url, table, days, counts)
+    return real_replace_days(df, lake, table, days, counts)
 
 
-lake.replace_days = paused
+lake_spark.replace_days = paused
 defs = build_definitions(settings)
 dg.materialize(
     list(defs.assets),
@@ -146,13 +147,13 @@ def snapshot(lake_url: str) -> dict[str, Any]:
     """Every table's day as sorted content, plus its manifest."""
     state: dict[str, Any] = {}
     for table in TABLES:
-        path = lake.day_url(lake_url, table, D)
-        frame = pd.read_parquet(path) if lake._exists(path) else pd.DataFrame()
+        path = Lake(lake_url).day_url(table, D)
+        frame = pd.read_parquet(path) if os.path.exists(path) else pd.DataFrame()
         if not frame.empty:
             frame = frame.drop(columns=["date"], errors="ignore")
             frame = frame.astype(str).sort_values(list(frame.columns)).reset_index(drop=True)
         state[table] = frame
-        manifest = lake.read_manifest(lake_url, table, D)
+        manifest = Lake(lake_url).read_manifest(table, D)
         state[f"{table}/manifest"] = json.dumps(manifest, sort_keys=True)
     return state
 
@@ -257,14 +258,15 @@ from pyspark.sql import SparkSession
 from pipeline.export_layout import blobs_for_days
 from pipeline.resources.spark import spark_config
 from pipeline.settings import load_settings
-from pipeline.spark_jobs import lake, network_sessions
+from pipeline.lake import spark as lake_spark
+from pipeline.spark_jobs import network_sessions
 
 args = json.loads(sys.argv[1])
-real_replace_days = lake.replace_days
+real_replace_days = lake_spark.replace_days
 attempts = []
 
 
-def failing_once(df, lake_url, table, days, counts):
+def failing_once(df, lake, table, days, counts):
     if table == "network_sessions":
 
         def fail_first_attempt(batches):
@@ -274,10 +276,10 @@ def failing_once(df, lake_url, table, days, counts):
             yield from batches
 
         df = df.mapInPandas(fail_first_attempt, df.schema)
-    return real_replace_days(df, lake_url, table, days, counts)
+    return real_replace_days(df, lake, table, days, counts)
 
 
-lake.replace_days = failing_once
+lake_spark.replace_days = failing_once
 day = __import__("datetime").date.fromisoformat(args["day"])
 per_day, late = blobs_for_days(args["export"], [day])
 urls = [b.url for b in per_day[day]] + [b.url for b in late]

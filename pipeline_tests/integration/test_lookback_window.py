@@ -1,13 +1,16 @@
 """pair_daily_stats and beaconing_candidates with real local Spark on crafted sessions."""
 
 import datetime as dt
+import os
 import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.spark_jobs import beaconing_candidates, lake, pair_daily_stats
+from pipeline.lake import Lake
+from pipeline.lake import spark as lake_spark
+from pipeline.spark_jobs import beaconing_candidates, pair_daily_stats
 from pipeline.spark_jobs.beaconing_candidates import DetectionParams
 from pipeline.spark_jobs.schemas import NETWORK_SESSIONS
 
@@ -58,14 +61,14 @@ def write_sessions(spark, lake_url: str, rows_by_day: dict[dt.date, list[dict]])
             records.append(tuple(full[f.name] for f in NETWORK_SESSIONS.fields))
     frame = spark.createDataFrame(records, NETWORK_SESSIONS)
     counts = {d.isoformat(): len(rows_by_day[d]) for d in days}
-    lake.replace_days(frame, lake_url, "network_sessions", days, counts)
+    lake_spark.replace_days(frame, Lake(lake_url), "network_sessions", days, counts)
     for day in days:
-        lake.write_manifest(lake_url, "network_sessions", day, {"rows": counts[day.isoformat()]})
+        Lake(lake_url).write_manifest("network_sessions", day, {"rows": counts[day.isoformat()]})
 
 
 def candidates(lake_url: str, day: dt.date) -> pd.DataFrame:
-    path = lake.day_url(lake_url, "beaconing_candidates", day)
-    return pd.read_parquet(path) if lake._exists(path) else pd.DataFrame(columns=["SourceIP"])
+    path = Lake(lake_url).day_url("beaconing_candidates", day)
+    return pd.read_parquet(path) if os.path.exists(path) else pd.DataFrame(columns=["SourceIP"])
 
 
 def detect(spark, lake_url: str, rows: dict[dt.date, list[dict]], **overrides) -> pd.DataFrame:
@@ -86,7 +89,7 @@ def test_daily_summary_keeps_sorted_aligned_events(spark, tmp_path):
     write_sessions(spark, lake_url, {day: rows})
     report = pair_daily_stats.run(spark, lake_url=lake_url, days=[day])
     assert report[day.isoformat()] == {"rows": 1, "strobes": 0}
-    stats = pd.read_parquet(lake.day_url(lake_url, "pair_daily_stats", day)).iloc[0]
+    stats = pd.read_parquet(Lake(lake_url).day_url("pair_daily_stats", day)).iloc[0]
     assert stats["connections"] == len(rows)
     assert list(stats["event_ms"]) == sorted(stats["event_ms"])
     # Sizes follow their events: SentBytes was numbered in time order.
@@ -112,7 +115,7 @@ def test_strobes_keep_counts_not_events_and_are_reported_apart(spark, tmp_path):
     assert (
         pair_daily_stats.run(spark, lake_url=lake_url, days=[day])[day.isoformat()]["strobes"] == 1
     )
-    stats = pd.read_parquet(lake.day_url(lake_url, "pair_daily_stats", day)).iloc[0]
+    stats = pd.read_parquet(Lake(lake_url).day_url("pair_daily_stats", day)).iloc[0]
     assert stats["is_strobe"] and stats["event_ms"] is None
     beaconing_candidates.run(spark, lake_url=lake_url, days=[day], params=params(1))
     found = candidates(lake_url, day)
@@ -130,7 +133,7 @@ def test_slow_beacon_needs_the_multi_day_window_and_raw_events_are_not_reread(sp
         {d: timer(d, 4 * 3600, "10.0.0.7", "203.0.113.7", 443, seed=i) for i, d in enumerate(days)},
     )
     pair_daily_stats.run(spark, lake_url=lake_url, days=days)
-    shutil.rmtree(lake.table_url(lake_url, "network_sessions"))  # candidates must not need it
+    shutil.rmtree(Lake(lake_url).table_url("network_sessions"))  # candidates must not need it
 
     last = days[-1]
     beaconing_candidates.run(spark, lake_url=lake_url, days=[last], params=params(1))
@@ -163,7 +166,7 @@ def test_window_reports_missing_days_and_clipping_where_history_starts(spark, tm
     assert facts["window_days"] == 4
     assert facts["window_days_present"] == 3
     assert facts["window_days_missing"] == [(START + dt.timedelta(days=2)).isoformat()]
-    assert lake.read_manifest(lake_url, "beaconing_candidates", target)["window_days_present"] == 3
+    assert Lake(lake_url).read_manifest("beaconing_candidates", target)["window_days_present"] == 3
 
     # An earlier start date changes nothing: history starts at the lake's first day, and the
     # days before it were never ingested rather than lost.

@@ -1,12 +1,14 @@
 """network_sessions on crafted export blobs with real local Spark: every line is accounted for."""
 
 import datetime as dt
+import os
 
 import pandas as pd
 import pytest
 
 from pipeline.export_layout import blobs_for_days
-from pipeline.spark_jobs import lake, network_sessions
+from pipeline.lake import Lake
+from pipeline.spark_jobs import network_sessions
 from pipeline_tests.conftest import record, write_blob
 
 D = dt.date(2026, 3, 10)
@@ -22,8 +24,8 @@ def run_days(spark, export, lake_url, days, vendors=()):
 
 
 def read(lake_url, table, day):
-    path = lake.day_url(lake_url, table, day)
-    return pd.read_parquet(path) if lake._exists(path) else pd.DataFrame()
+    path = Lake(lake_url).day_url(table, day)
+    return pd.read_parquet(path) if os.path.exists(path) else pd.DataFrame()
 
 
 @pytest.fixture()
@@ -127,7 +129,7 @@ def test_rerun_replaces_the_day_and_manifest(spark, crafted, tmp_path):
     run_days(spark, crafted, lake_url, [D])
     after = read(lake_url, "network_sessions", D).sort_values("TimeGenerated")
     pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True))
-    assert lake.read_manifest(lake_url, "network_sessions", D)["rows"] == len(after)
+    assert Lake(lake_url).read_manifest("network_sessions", D)["rows"] == len(after)
 
 
 def test_a_range_in_one_run_and_the_next_days_late_window(spark, crafted, tmp_path):

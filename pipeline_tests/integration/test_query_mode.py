@@ -17,9 +17,9 @@ from pipeline import export_layout, query_export
 from pipeline.azure.credentials import AzureAccessError
 from pipeline.azure.log_analytics import LogAnalytics, LogAnalyticsError
 from pipeline.definitions import build_definitions
+from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 from pipeline.spark_jobs.schemas import EXPORT_COLUMNS
 from pipeline_tests.fakes.az_cli import token_for
 from pipeline_tests.fakes.log_analytics import (
@@ -377,7 +377,7 @@ def test_query_mode_day_through_dagster_into_the_lake(tmp_path, endpoint, fake, 
     assert meta["retries"].value == 2
     assert export_meta["network_sessions"]["rows"].value == len(expected)
 
-    frame = pd.read_parquet(lake.day_url(settings.lake_url, "network_sessions", DAY))
+    frame = pd.read_parquet(Lake(settings.lake_url).day_url("network_sessions", DAY))
     stamps = pd.to_datetime(frame["TimeGenerated"])
     if stamps.dt.tz is None:
         stamps = stamps.dt.tz_localize("UTC")

@@ -27,6 +27,7 @@ from azure.storage.blob import BlobServiceClient
 from pipeline import packaging
 from pipeline.azure.credentials import forget_credential
 from pipeline.definitions import build_definitions, spark_runner
+from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.resources.synapse import (
     CODE_FOLDER,
@@ -36,7 +37,6 @@ from pipeline.resources.synapse import (
     upload_code,
 )
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 from pipeline_tests.conftest import record, write_blob
 from pipeline_tests.fakes.livy import running_livy
 
@@ -105,7 +105,7 @@ def _fast(runner: SynapseJobRunner) -> SynapseJobRunner:
 
 
 def _table_rows(lake_url: str, table: str) -> list[str]:
-    frame = pd.read_parquet(lake.day_url(lake_url, table, DAY))
+    frame = pd.read_parquet(Lake(lake_url).day_url(table, DAY))
 
     def plain(value):
         return value.tolist() if isinstance(value, np.ndarray) else value
@@ -182,8 +182,8 @@ def test_network_sessions_on_the_pool_equals_the_local_run(reference, pool, tmp_
     assert result.success, _failure_text(result)
     for table in ("network_sessions", "quarantine"):
         assert _table_rows(settings.lake_url, table) == _table_rows(reference_lake, table)
-    pool_manifest = lake.read_manifest(settings.lake_url, "network_sessions", DAY)
-    local_manifest = lake.read_manifest(reference_lake, "network_sessions", DAY)
+    pool_manifest = Lake(settings.lake_url).read_manifest("network_sessions", DAY)
+    local_manifest = Lake(reference_lake).read_manifest("network_sessions", DAY)
     assert pool_manifest["rows"] == local_manifest["rows"] == 180
     assert pool_manifest["quarantined"] == local_manifest["quarantined"] == 1
     # The asset's metadata came from the report the pool sent back through Pipes.
@@ -231,7 +231,7 @@ def test_a_daily_run_of_the_spark_stages_is_one_batch(reference, pool, tmp_path)
     assert materialized == ["network_sessions", "pair_daily_stats", "beaconing_candidates"]
     for table in ("network_sessions", "pair_daily_stats"):
         assert _table_rows(settings.lake_url, table) == _table_rows(reference_lake, table)
-    assert lake.read_manifest(settings.lake_url, "beaconing_candidates", DAY) is not None
+    assert Lake(settings.lake_url).read_manifest("beaconing_candidates", DAY) is not None
     messages = "\n".join(_messages(instance, result.run_id))
     for number, job in enumerate(
         ("network_sessions", "pair_daily_stats", "beaconing_candidates"), start=1
@@ -285,7 +285,7 @@ def test_a_batch_that_dies_fails_the_step_with_the_driver_log_tail(reference, po
     assert "driver log line(s)" in text
     assert "Traceback (most recent call last)" in text
     assert "network_sessions is missing for 2026-11-20" in text
-    assert lake.read_manifest(settings.lake_url, "pair_daily_stats", DAY) is None
+    assert Lake(settings.lake_url).read_manifest("pair_daily_stats", DAY) is None
     assert not (tmp_path / "lake" / "pair_daily_stats").exists()
 
 
@@ -303,7 +303,7 @@ def test_a_batch_dead_at_submit_fails_with_livy_diagnostics(reference, pool, tmp
     text = _failure_text(result)
     assert "ended dead (result Failed)" in text
     assert "Could not allocate the requested cores" in text
-    assert lake.read_manifest(settings.lake_url, "pair_daily_stats", DAY) is None
+    assert Lake(settings.lake_url).read_manifest("pair_daily_stats", DAY) is None
 
 
 def test_interrupting_the_run_cancels_the_batch(reference, pool, tmp_path):
@@ -333,7 +333,7 @@ def test_interrupting_the_run_cancels_the_batch(reference, pool, tmp_path):
     assert batch.process is not None and batch.process.poll() is not None
     with pytest.raises(ProcessLookupError):  # the JVM went with its process group
         os.killpg(batch.process.pid, 0)
-    assert lake.read_manifest(settings.lake_url, "pair_daily_stats", DAY) is None
+    assert Lake(settings.lake_url).read_manifest("pair_daily_stats", DAY) is None
 
 
 @pytest.mark.parametrize(

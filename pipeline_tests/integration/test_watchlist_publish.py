@@ -16,6 +16,7 @@ import requests
 
 from pipeline.assets import watchlist
 from pipeline.azure.credentials import AzureAccessError, forget_credential
+from pipeline.lake import Lake
 from pipeline.partitions import daily_partitions
 from pipeline.sentinel.incidents import incident_id, raise_incidents
 from pipeline.sentinel.watchlist_arm import (
@@ -35,7 +36,6 @@ from pipeline.sentinel.watchlist_csv import (
     watchlist_rows,
 )
 from pipeline.settings import Settings
-from pipeline.spark_jobs import lake
 from pipeline_tests.fakes.sentinel_arm import FakeSentinelArm, running_sentinel_arm
 
 SUB = "0a1b2c3d-0000-1111-2222-333344445555"
@@ -436,10 +436,10 @@ def write_enriched_days(lake_url: str) -> dict[str, dict[str, str]]:
     expected: dict[str, dict[str, str]] = {}
     for index, day in enumerate(DAYS):
         frame = backfill_day(day, index)
-        lake.write_pandas_day(
-            frame.drop(columns="date"), lake_url, "enriched_beacons", day, "part-0.parquet"
+        Lake(lake_url).write_day_file(
+            "enriched_beacons", day, "part-0.parquet", frame.drop(columns="date")
         )
-        lake.write_manifest(lake_url, "enriched_beacons", day, {"rows": len(frame)})
+        Lake(lake_url).write_manifest("enriched_beacons", day, {"rows": len(frame)})
         for row in watchlist_rows(frame):
             first = expected.get(row[SEARCH_KEY], {}).get(FIRST_REPORTED, day.isoformat())
             expected[row[SEARCH_KEY]] = {

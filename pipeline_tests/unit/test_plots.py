@@ -9,7 +9,7 @@ from PIL import Image
 
 from pipeline import plots
 from pipeline.detection.scoring import HISTOGRAM_EDGES_S
-from pipeline.spark_jobs import lake
+from pipeline.lake import Lake
 
 DAY = dt.date(2026, 11, 20)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -41,8 +41,8 @@ def candidates() -> pd.DataFrame:
 
 
 def write_stats_day(lake_url: str, day: dt.date, rows: list[dict]) -> None:
-    lake.write_pandas_day(pd.DataFrame(rows), lake_url, "pair_daily_stats", day, "part-0.parquet")
-    lake.write_manifest(lake_url, "pair_daily_stats", day, {"rows": len(rows)})
+    Lake(lake_url).write_day_file("pair_daily_stats", day, "part-0.parquet", pd.DataFrame(rows))
+    Lake(lake_url).write_manifest("pair_daily_stats", day, {"rows": len(rows)})
 
 
 def stats_row(src: str, dst: str, port: int, event_ms: list[int]) -> dict:
