@@ -12,10 +12,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.azure.log import Log
 from pipeline.sentinel.watchlist_arm import (
     MISSING_CONTAINER_CODES,
     ArmWatchlistClient,
-    Log,
     arm_error,
 )
 from pipeline.sentinel.watchlist_csv import SEARCH_KEY

@@ -35,7 +35,7 @@ import io
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from azure.core import PipelineClient
 from azure.core.credentials import TokenCredential
@@ -59,6 +59,7 @@ from pipeline.azure.credentials import (
     first_line,
     usable_token,
 )
+from pipeline.azure.log import Log
 from pipeline.sentinel.watchlist_csv import COLUMNS, SEARCH_KEY, csv_text, item_id
 from pipeline.settings import Settings
 
@@ -99,11 +100,6 @@ def arm_scope(endpoint: str) -> str:
 
 class WatchlistPublishError(RuntimeError):
     """Publishing failed for a reason the message names; a re-run completes the day."""
-
-
-class Log(Protocol):
-    def info(self, msg: str) -> Any: ...
-    def warning(self, msg: str) -> Any: ...
 
 
 @dataclass(frozen=True)
