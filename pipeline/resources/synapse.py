@@ -62,6 +62,7 @@ from pipeline.azure.credentials import (
 from pipeline.resources.spark import SparkStep, spark_config
 from pipeline.settings import Settings
 from pipeline.spark_jobs import steps as spark_steps
+from pipeline.storage import CONNECTION_STRING_ENV
 
 T = TypeVar("T")
 
@@ -130,7 +131,7 @@ def staging_blob_service(location: StagingLocation) -> BlobServiceClient:
     Storage Blob Data Contributor on the container. Replace with pipeline/storage.py's URL →
     client helper once it exists.
     """
-    connection_string = os.environ.get(synapse_entry.CONNECTION_STRING_ENV)
+    connection_string = os.environ.get(CONNECTION_STRING_ENV)
     if connection_string:
         return BlobServiceClient.from_connection_string(connection_string)
     return BlobServiceClient(location.account_url, credential=azure_credential())
