@@ -116,7 +116,7 @@ def _sentinel(settings: Settings) -> str:
     """Read the watchlist (never write) with the identity that will publish it."""
     if not settings.sentinel_configured:
         return "not configured (SENTINEL_* empty): the watchlist is written as CSV to the lake"
-    from pipeline.sentinel.watchlist_arm import ArmWatchlistClient, WatchlistTarget
+    from pipeline.sentinel.watchlist import ArmWatchlistClient, WatchlistTarget
 
     client = ArmWatchlistClient(WatchlistTarget.from_settings(settings), retry_total=1)
     try:

@@ -18,7 +18,7 @@ from pipeline.assets import watchlist
 from pipeline.azure.credentials import AzureAccessError, forget_credential
 from pipeline.partitions import daily_partitions
 from pipeline.sentinel.incidents import incident_id, raise_incidents
-from pipeline.sentinel.watchlist_arm import (
+from pipeline.sentinel.watchlist import (
     FIRST_REPORTED,
     ITEM_COLUMNS,
     LAST_REPORTED,
