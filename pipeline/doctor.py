@@ -101,7 +101,8 @@ def _synapse(settings: Settings) -> str:
     if settings.spark_mode != "synapse":
         return "not used (BEACON_SPARK is not synapse)"
     from pipeline.azure.credentials import azure_credential
-    from pipeline.resources.synapse import LivyClient, synapse_runner
+    from pipeline.azure.livy import LivyClient
+    from pipeline.resources.synapse import synapse_runner
 
     runner = synapse_runner(settings)
     livy = LivyClient(
