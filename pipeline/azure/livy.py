@@ -6,7 +6,7 @@ for 429/5xx) rather than `azure-synapse-spark`: that SDK was last released in 20
 installed, and five JSON calls do not need it. A POST (a new batch) is retried only on 429/503,
 when Livy has not created the batch, so a retry never starts the job twice.
 
-The staging folder (`StagingLocation`, an `abfss://` URL) is
+The staging folder (`StagingLocation`, an `abfss://` URL read by `pipeline.storage.parse`) is
 where the code goes (`upload_code`: `pipeline.packaging`'s zip and entry script, once per
 version under `_code/{hash}/`) and where the Dagster Pipes messages go; `staging_blob_service`
 is its Blob API client. The Dagster side of a batch is `pipeline.resources.synapse`.
@@ -29,7 +29,7 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolic
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
-from pipeline import packaging
+from pipeline import packaging, storage
 from pipeline.azure.credentials import (
     SYNAPSE_SCOPE,
     AzureAccessError,
@@ -37,7 +37,6 @@ from pipeline.azure.credentials import (
     first_line,
     usable_token,
 )
-from pipeline.storage import CONNECTION_STRING_ENV
 
 # Livy batch states after which a batch does not change.
 TERMINAL_STATES = frozenset({"success", "dead", "killed", "error"})
@@ -53,10 +52,8 @@ class SynapseJobError(RuntimeError):
 # Staging storage: where the code and the Pipes messages go.
 
 
-_ABFSS = re.compile(
-    r"^abfss?://(?P<container>[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?)@(?P<account>[a-z0-9]{3,24})"
-    r"\.(?:dfs|blob)\.core\.windows\.net(?:/(?P<prefix>.*))?$"
-)
+# A container name as Azure allows it: 3–63 of a-z, 0-9 and inner hyphens.
+_CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -69,13 +66,19 @@ class StagingLocation:
 
     @classmethod
     def parse(cls, url: str) -> StagingLocation:
-        match = _ABFSS.match(url.strip())
-        if not match:
+        """`pipeline.storage.parse`, narrowed to what the pool reads and `account_url` names: an
+        abfss:// (or abfs://) URL on the account's public-cloud dfs or blob host."""
+        text = url.strip()
+        try:
+            location: storage.RemoteLocation | None = storage.parse(text)
+        except (ValueError, storage.StorageError):
+            location = None
+        if location is None or location.account is None or not _is_staging(text, location):
             raise ValueError(
                 f"{url!r}: expected abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH, a place "
                 "the Spark pool can read"
             )
-        return cls(match["container"], match["account"], (match["prefix"] or "").strip("/"))
+        return cls(location.container, location.account, location.path)
 
     @property
     def account_url(self) -> str:
@@ -88,6 +91,15 @@ class StagingLocation:
         return f"abfss://{self.container}@{self.account}.dfs.core.windows.net/{blob_name}"
 
 
+def _is_staging(url: str, location: storage.RemoteLocation) -> bool:
+    hosts = {f"{location.account}.{kind}.core.windows.net" for kind in ("dfs", "blob")}
+    return (
+        url.startswith(("abfss://", "abfs://"))
+        and location.host in hosts
+        and _CONTAINER.fullmatch(location.container) is not None
+    )
+
+
 def staging_blob_service(location: StagingLocation) -> BlobServiceClient:
     """Blob API client for the staging account.
 
@@ -96,7 +108,7 @@ def staging_blob_service(location: StagingLocation) -> BlobServiceClient:
     Storage Blob Data Contributor on the container. Replace with pipeline/storage.py's URL →
     client helper once it exists.
     """
-    connection_string = os.environ.get(CONNECTION_STRING_ENV)
+    connection_string = os.environ.get(storage.CONNECTION_STRING_ENV)
     if connection_string:
         return BlobServiceClient.from_connection_string(connection_string)
     return BlobServiceClient(location.account_url, credential=azure_credential())
