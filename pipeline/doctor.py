@@ -84,7 +84,8 @@ def _synapse(settings: Settings) -> str:
     if settings.spark_mode != "synapse":
         return "not used (BEACON_SPARK is not synapse)"
     from pipeline.azure.credentials import azure_credential
-    from pipeline.resources.synapse import LivyClient, synapse_runner
+    from pipeline.azure.livy import LivyClient
+    from pipeline.resources.synapse import synapse_runner
 
     runner = synapse_runner(settings)
     livy = LivyClient(
@@ -99,7 +100,7 @@ def _sentinel(settings: Settings) -> str:
     """Read the watchlist (never write) with the identity that will publish it."""
     if not settings.sentinel_configured:
         return "not configured (SENTINEL_* empty): the watchlist is written as CSV to the lake"
-    from pipeline.sentinel.watchlist_arm import ArmWatchlistClient, WatchlistTarget
+    from pipeline.sentinel.watchlist import ArmWatchlistClient, WatchlistTarget
 
     client = ArmWatchlistClient(WatchlistTarget.from_settings(settings), retry_total=1)
     try:

@@ -29,7 +29,8 @@ from typing import Any
 from azure.monitor.query import LogsTable
 
 from pipeline import export_layout
-from pipeline.azure.log_analytics import Log, LogAnalytics, LogAnalyticsError, kql_string
+from pipeline.azure.log import Log
+from pipeline.azure.log_analytics import LogAnalytics, LogAnalyticsError, kql_string
 from pipeline.settings import Settings
 from pipeline.spark_jobs.schemas import EXPORT_COLUMNS
 

@@ -16,7 +16,8 @@ On the pool this module:
    traceback (it lands in the driver log) and exits 1 so Livy marks the batch dead.
 
 It imports neither Dagster nor anything outside the standard library, `dagster_pipes` (bundled in
-the zip), `azure-storage-blob`/`azure-identity` and pyspark (both on Synapse runtimes).
+the zip), `azure-storage-blob`/`azure-identity` and pyspark (both on Synapse runtimes), and
+`pipeline.storage` (for the connection string's variable name; the jobs import it anyway).
 
 The codec (`encode`/`decode`) is shared by both sides: job parameters and reports hold
 `datetime.date`s, tuples and frozen dataclasses (`DetectionParams`), which plain JSON loses.
@@ -38,7 +39,6 @@ from typing import Any
 JOB_MODULE_PREFIX = "pipeline.spark_jobs."
 # Dataclasses the codec may rebuild: only the pipeline's own (never an arbitrary importable class).
 DATACLASS_MODULE_PREFIX = "pipeline."
-CONNECTION_STRING_ENV = "AZURE_STORAGE_CONNECTION_STRING"
 # How often the job side uploads a chunk of Pipes messages (seconds): log lines reach the Dagster
 # run this quickly, at the cost of one small blob per interval with something to say.
 PIPES_UPLOAD_INTERVAL_S = 1.0
@@ -160,6 +160,9 @@ def blob_service(account_url: str) -> Any:
     """Blob client for the Pipes container: the connection string when set (tests), otherwise
     the pool's identity through DefaultAzureCredential."""
     from azure.storage.blob import BlobServiceClient
+
+    # Imported here: the pool needs pipeline.storage (fsspec) for the jobs anyway, the codec not.
+    from pipeline.storage import CONNECTION_STRING_ENV
 
     connection_string = os.environ.get(CONNECTION_STRING_ENV)
     if connection_string:

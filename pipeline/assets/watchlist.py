@@ -6,7 +6,7 @@ from pipeline.assets.enriched import TABLE as ENRICHED_TABLE
 from pipeline.assets.metadata import daily_asset, markdown_table
 from pipeline.partitions import days_in_run
 from pipeline.sentinel.incidents import IncidentStats, raise_incidents
-from pipeline.sentinel.watchlist_arm import (
+from pipeline.sentinel.watchlist import (
     ITEM_COLUMNS,
     ArmWatchlistClient,
     PublishStats,

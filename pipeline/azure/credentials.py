@@ -15,11 +15,10 @@ from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import DefaultAzureCredential
 
-# Token audiences ("scopes") of the services the pipeline calls.
+# Token audiences ("scopes") the pipeline asks for itself; the Log Analytics and storage SDK
+# clients pick their own.
 ARM_SCOPE = "https://management.azure.com/.default"
-LOG_ANALYTICS_SCOPE = "https://api.loganalytics.io/.default"
 SYNAPSE_SCOPE = "https://dev.azuresynapse.net/.default"
-STORAGE_SCOPE = "https://storage.azure.com/.default"
 
 
 class AzureAccessError(RuntimeError):

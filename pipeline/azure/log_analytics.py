@@ -15,7 +15,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import (
@@ -27,6 +27,7 @@ from azure.core.exceptions import (
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsTable
 
 from pipeline.azure.credentials import AzureAccessError, azure_credential, first_line
+from pipeline.azure.log import Log
 
 DEFAULT_ENDPOINT = "https://api.loganalytics.io"
 SERVICE_ROW_LIMIT = 500_000
@@ -58,11 +59,6 @@ class ResultTruncatedError(LogAnalyticsError):
 
 class ServiceFailureError(LogAnalyticsError):
     """The server kept failing (5xx after retries, or no answer in time)."""
-
-
-class Log(Protocol):
-    def info(self, msg: str) -> Any: ...
-    def warning(self, msg: str) -> Any: ...
 
 
 @dataclass

@@ -18,10 +18,8 @@ on the pool. One call is one Livy batch (`run`, running `pipeline.spark_jobs.ste
    the last 50 driver log lines; if the step is interrupted (run terminated, Ctrl-C) or raises
    while the batch runs, the batch is cancelled with DELETE before the error propagates.
 
-HTTP goes through azure-core (`PipelineClient` with a bearer-token policy for the Synapse scope
-and a retry policy for 429/5xx) rather than `azure-synapse-spark`: that SDK was last released in
-2021, is not installed, and five JSON calls do not need it. A POST (a new batch) is retried only
-on 429/503, when Livy has not created the batch, so a retry never starts the job twice.
+The Livy calls and the staging storage (code upload) are `pipeline.azure.livy`'s; this module is
+the Dagster side: the resource, the batch body, following a batch and the Pipes session.
 
 The jobs' own writes are day-atomic (`pipeline.spark_jobs.lake`), so a failed or cancelled batch
 leaves no partial day behind.
@@ -30,34 +28,26 @@ leaves no partial day behind.
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
-import re
 import time
-import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import dagster as dg
-from azure.core import PipelineClient
-from azure.core.credentials import TokenCredential
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceExistsError
-from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy
-from azure.core.rest import HttpRequest, HttpResponse
-from azure.storage.blob import BlobServiceClient, ContentSettings
 from dagster_azure.pipes import (
     PipesAzureBlobStorageContextInjector,
     PipesAzureBlobStorageMessageReader,
 )
 
 from pipeline import packaging, synapse_entry
-from pipeline.azure.credentials import (
-    SYNAPSE_SCOPE,
-    AzureAccessError,
-    azure_credential,
-    first_line,
-    usable_token,
+from pipeline.azure.credentials import azure_credential
+from pipeline.azure.livy import (
+    TERMINAL_STATES,
+    LivyClient,
+    StagingLocation,
+    SynapseJobError,
+    UploadedCode,
+    staging_blob_service,
+    upload_code,
 )
 from pipeline.resources.spark import SparkStep, spark_config
 from pipeline.settings import Settings
@@ -71,116 +61,9 @@ NODE_SIZES: dict[str, tuple[int, str]] = {
     "medium": (8, "56g"),
     "large": (16, "112g"),
 }
-TERMINAL_STATES = frozenset({"success", "dead", "killed", "error"})
 LOG_TAIL_LINES = 50
-LOG_PAGE = 500
-CODE_FOLDER = "_code"
 # Spark settings that are the pool's business, not ours, when reusing the local session's conf.
 _NOT_FOR_THE_POOL = ("spark.master", "spark.remote", "spark.app.name", "spark.driver.memory")
-
-
-class SynapseJobError(RuntimeError):
-    """A Livy batch failed, was cancelled, or was refused; the message says which and why."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Staging storage: where the code and the Pipes messages go.
-
-
-_ABFSS = re.compile(
-    r"^abfss?://(?P<container>[a-z0-9](?:[a-z0-9-]{1,61}[a-z0-9])?)@(?P<account>[a-z0-9]{3,24})"
-    r"\.(?:dfs|blob)\.core\.windows\.net(?:/(?P<prefix>.*))?$"
-)
-
-
-@dataclass(frozen=True)
-class StagingLocation:
-    """A folder in a storage account the pool can read: `abfss://CONTAINER@ACCOUNT.dfs…/PREFIX`."""
-
-    container: str
-    account: str
-    prefix: str
-
-    @classmethod
-    def parse(cls, url: str) -> StagingLocation:
-        match = _ABFSS.match(url.strip())
-        if not match:
-            raise ValueError(
-                f"{url!r}: expected abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH, a place "
-                "the Spark pool can read"
-            )
-        return cls(match["container"], match["account"], (match["prefix"] or "").strip("/"))
-
-    @property
-    def account_url(self) -> str:
-        return f"https://{self.account}.blob.core.windows.net"
-
-    def blob_name(self, *parts: str) -> str:
-        return "/".join(p for p in (self.prefix, *parts) if p)
-
-    def abfss(self, blob_name: str) -> str:
-        return f"abfss://{self.container}@{self.account}.dfs.core.windows.net/{blob_name}"
-
-
-def staging_blob_service(location: StagingLocation) -> BlobServiceClient:
-    """Blob API client for the staging account.
-
-    `AZURE_STORAGE_CONNECTION_STRING` wins when set (Azurite in tests; its dfs endpoint does not
-    work, so this is blob API only); otherwise the pipeline's Azure identity, which needs
-    Storage Blob Data Contributor on the container. Replace with pipeline/storage.py's URL →
-    client helper once it exists.
-    """
-    connection_string = os.environ.get(synapse_entry.CONNECTION_STRING_ENV)
-    if connection_string:
-        return BlobServiceClient.from_connection_string(connection_string)
-    return BlobServiceClient(location.account_url, credential=azure_credential())
-
-
-@dataclass(frozen=True)
-class UploadedCode:
-    version: str
-    entry_url: str  # abfss://…/_code/{hash}/entry.py, the batch's `file`
-    zip_url: str  # abfss://…/_code/{hash}/pipeline.zip, its `pyFiles`
-    uploaded: bool  # False when this version was already there
-
-
-def upload_code(
-    service: BlobServiceClient, location: StagingLocation, package: packaging.CodePackage
-) -> UploadedCode:
-    """Put the package in `{staging}/_code/{version}/` unless it is there already.
-
-    The entry script is written last and only if absent, so its presence means a complete
-    upload; two runs racing upload identical bytes.
-    """
-    folder = location.blob_name(CODE_FOLDER, package.version)
-    zip_name, entry_name = f"{folder}/{packaging.ZIP_NAME}", f"{folder}/{packaging.ENTRY_NAME}"
-    container = service.get_container_client(location.container)
-    try:
-        uploaded = not container.get_blob_client(entry_name).exists()
-        if uploaded:
-            container.upload_blob(zip_name, package.zip_bytes, overwrite=True)
-            # Another run may have uploaded the same version meanwhile: same bytes, fine.
-            with contextlib.suppress(ResourceExistsError):
-                container.upload_blob(
-                    entry_name,
-                    package.entry_bytes,
-                    content_settings=ContentSettings(content_type="text/x-python"),
-                )
-    except ClientAuthenticationError as error:
-        raise AzureAccessError(
-            f"cannot reach the staging container {location.container} in {location.account}: "
-            f"{first_line(error)}. Log in (az login) or give the Dagster host an identity."
-        ) from error
-    except HttpResponseError as error:
-        raise AzureAccessError(
-            f"uploading the code to {location.abfss(folder)} failed ({error.status_code} "
-            f"{error.error_code or ''}): the identity needs Storage Blob Data Contributor on "
-            f"container {location.container} of account {location.account}, and the container "
-            "must exist (BEACON_SYNAPSE_STAGING_URL)"
-        ) from error
-    return UploadedCode(
-        package.version, location.abfss(entry_name), location.abfss(zip_name), uploaded
-    )
 
 
 class CatchUpBlobMessageReader(PipesAzureBlobStorageMessageReader):
@@ -197,112 +80,6 @@ class CatchUpBlobMessageReader(PipesAzureBlobStorageMessageReader):
             chunks.append(chunk)
             self.counter += 1
         return (self.counter, "\n".join(chunks)) if chunks else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Livy over azure-core.
-
-
-class _LivyRetryPolicy(RetryPolicy):
-    """GET/DELETE retry on 408/429/5xx; a POST (a new batch) only on 429 and 503, when Livy did
-    not create it: after a 500 the batch may exist, and retrying would run the job twice."""
-
-    def _is_method_retryable(self, settings: Any, request: Any, response: Any = None) -> bool:
-        if request.method.upper() == "POST":
-            return response is not None and response.status_code in (429, 503)
-        return super()._is_method_retryable(settings, request, response)
-
-
-class LivyClient:
-    """The Livy batches API of one Synapse Spark pool."""
-
-    def __init__(
-        self,
-        endpoint: str,
-        pool: str,
-        api_version: str,
-        credential: TokenCredential,
-        retry_backoff_s: float = 1.0,
-    ) -> None:
-        self.credential = credential
-        self.batches_url = (
-            f"{endpoint.rstrip('/')}/livyApi/versions/{api_version}"
-            f"/sparkPools/{urllib.parse.quote(pool)}/batches"
-        )
-        self.where = f"Spark pool {pool} at {endpoint}"
-        self.client: PipelineClient = PipelineClient(
-            base_url=endpoint.rstrip("/"),
-            policies=[
-                _LivyRetryPolicy(retry_total=5, retry_backoff_factor=retry_backoff_s),
-                BearerTokenCredentialPolicy(credential, SYNAPSE_SCOPE),
-            ],
-        )
-
-    def check_identity(self) -> None:
-        """Fail before any upload when no usable Synapse token can be had."""
-        usable_token(
-            self.credential,
-            SYNAPSE_SCOPE,
-            unavailable=(
-                f"no Azure identity could get a token for Synapse ({SYNAPSE_SCOPE}): "
-                "{error}. Run `az login`, or give the Dagster host a managed "
-                "identity or service principal (AZURE_CLIENT_ID, AZURE_TENANT_ID, …) with the "
-                "Synapse Compute Operator role on the workspace."
-            ),
-            expired=(
-                "the Azure identity handed out an expired token for Synapse (expired {expired}): "
-                "run `az login` again (or check the managed identity and this host's clock)"
-            ),
-        )
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> HttpResponse:
-        request = HttpRequest(method, self.batches_url + path, **kwargs)
-        try:
-            response = self.client.send_request(request)
-        except ClientAuthenticationError as error:
-            raise AzureAccessError(
-                f"no Azure identity could get a token for Synapse: {first_line(error)}"
-            ) from error
-        if response.status_code in (401, 403):
-            raise AzureAccessError(
-                f"{method} {self.where} was refused ({response.status_code}: "
-                f"{_short(response.text())}): the identity needs the Synapse Compute Operator "
-                "role (or Synapse Administrator) on the workspace or pool"
-            )
-        if response.status_code == 404 and not path:  # the batches collection itself
-            raise SynapseJobError(
-                f"{self.where} not found (404): check SYNAPSE_WORKSPACE / SYNAPSE_ENDPOINT and "
-                "SYNAPSE_SPARK_POOL"
-            )
-        if response.status_code >= 400:
-            raise SynapseJobError(
-                f"{method} {self.where}{path} failed with {response.status_code}: "
-                f"{_short(response.text())}"
-            )
-        return response
-
-    def check_access(self) -> None:
-        """List one batch: proves the pool exists and the identity may use it, before uploads."""
-        self._send("GET", "", params={"from": 0, "size": 1})
-
-    def submit(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._send("POST", "", json=dict(body), params={"detailed": "true"}).json()
-
-    def get(self, batch_id: int) -> dict[str, Any]:
-        return self._send("GET", f"/{batch_id}", params={"detailed": "true"}).json()
-
-    def log(self, batch_id: int, start: int, size: int = LOG_PAGE) -> tuple[list[str], int]:
-        """Driver log lines from `start`, and the log's total length so far."""
-        answer = self._send("GET", f"/{batch_id}/log", params={"from": start, "size": size}).json()
-        lines = [str(line) for line in answer.get("log") or []]
-        return lines, int(answer.get("total", start + len(lines)))
-
-    def cancel(self, batch_id: int) -> None:
-        self._send("DELETE", f"/{batch_id}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The resource.
 
 
 class SynapseJobRunner(dg.ConfigurableResource):
@@ -465,8 +242,3 @@ def synapse_runner(settings: Settings) -> SynapseJobRunner:
         executors=settings.synapse_executors,
         spark_conf=conf,
     )
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "…"

@@ -12,12 +12,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.sentinel.watchlist_arm import (
-    MISSING_CONTAINER_CODES,
-    ArmWatchlistClient,
-    Log,
-    arm_error,
-)
+from pipeline.azure.arm import arm_error
+from pipeline.azure.log import Log
+from pipeline.sentinel.watchlist import MISSING_CONTAINER_CODES, ArmWatchlistClient
 from pipeline.sentinel.watchlist_csv import SEARCH_KEY
 
 # Part of the contract: changing it would raise every incident again.

@@ -26,16 +26,11 @@ from azure.storage.blob import BlobServiceClient
 
 from pipeline import packaging
 from pipeline.azure.credentials import forget_credential
+from pipeline.azure.livy import CODE_FOLDER, StagingLocation, staging_blob_service, upload_code
 from pipeline.definitions import build_definitions, spark_runner
 from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
-from pipeline.resources.synapse import (
-    CODE_FOLDER,
-    StagingLocation,
-    SynapseJobRunner,
-    staging_blob_service,
-    upload_code,
-)
+from pipeline.resources.synapse import SynapseJobRunner
 from pipeline.settings import Settings
 from pipeline_tests.conftest import record, write_blob
 from pipeline_tests.fakes.livy import running_livy

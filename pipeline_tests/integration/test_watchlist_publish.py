@@ -19,7 +19,7 @@ from pipeline.azure.credentials import AzureAccessError, forget_credential
 from pipeline.lake import Lake
 from pipeline.partitions import daily_partitions
 from pipeline.sentinel.incidents import incident_id, raise_incidents
-from pipeline.sentinel.watchlist_arm import (
+from pipeline.sentinel.watchlist import (
     FIRST_REPORTED,
     ITEM_COLUMNS,
     LAST_REPORTED,

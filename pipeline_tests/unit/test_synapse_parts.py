@@ -11,15 +11,10 @@ import numpy as np
 import pytest
 
 from pipeline import packaging, synapse_entry
+from pipeline.azure.livy import StagingLocation, UploadedCode
 from pipeline.definitions import build_definitions, spark_runner
 from pipeline.resources.spark import SparkJobRunner, spark_config
-from pipeline.resources.synapse import (
-    NODE_SIZES,
-    StagingLocation,
-    SynapseJobRunner,
-    UploadedCode,
-    synapse_runner,
-)
+from pipeline.resources.synapse import NODE_SIZES, SynapseJobRunner, synapse_runner
 from pipeline.settings import Settings, SettingsError, load_settings
 from pipeline.spark_jobs import pair_daily_stats
 from pipeline.spark_jobs.beaconing_candidates import DetectionParams

@@ -12,15 +12,15 @@ import uuid
 import pandas as pd
 import pytest
 
+from pipeline.azure.arm import arm_scope
 from pipeline.sentinel.incidents import incident_id, incident_properties, severity
-from pipeline.sentinel.watchlist_arm import (
+from pipeline.sentinel.watchlist import (
     FIRST_REPORTED,
     ITEM_COLUMNS,
     LAST_REPORTED,
     RAW_CONTENT_BUDGET,
     WatchlistTarget,
     _merge,
-    arm_scope,
     day_items,
     first_batch,
     watchlist_properties,

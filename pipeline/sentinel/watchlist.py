@@ -20,50 +20,41 @@ Every step is idempotent, so a run that fails half-way (throttling, a lost token
 by re-running it. Every cell is neutralised against spreadsheet formula injection
 (`watchlist_csv.safe_cell`); `FirstReported`/`LastReported` are ISO dates the pipeline writes.
 
-HTTP goes through azure-core: `BearerTokenCredentialPolicy` for ARM's audience
-(https://management.azure.com, or a sovereign cloud's `management.*` endpoint) and
-`RetryPolicy`, which honours `Retry-After` on 429 (ARM refills writes at ~10/s per principal)
-and retries 5xx; every call here is a GET, PUT or DELETE, safe to repeat.
+HTTP goes through the shared ARM client (`pipeline.azure.arm`: bearer token for the endpoint's
+audience, retries honouring `Retry-After` on 429 and 5xx); every call here is a GET, PUT or
+DELETE, safe to repeat. `ArmWatchlistClient` adds the watchlist calls and errors that name the
+SENTINEL_* setting or the role to fix; `pipeline.sentinel.incidents` sends through it too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import io
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from azure.core import PipelineClient
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.core.pipeline import PipelineRequest, PipelineResponse
-from azure.core.pipeline.policies import (
-    BearerTokenCredentialPolicy,
-    RetryPolicy,
-    SansIOHTTPPolicy,
-)
-from azure.core.rest import HttpRequest, HttpResponse
+from azure.core.exceptions import ClientAuthenticationError
+from azure.core.rest import HttpResponse
 
-from pipeline.azure.credentials import (
-    ARM_SCOPE,
-    AzureAccessError,
-    azure_credential,
-    first_line,
-    usable_token,
+from pipeline.azure.arm import (
+    DEFAULT_ARM_ENDPOINT,
+    RETRY_BACKOFF_S,
+    RETRY_TOTAL,
+    ArmClient,
+    ArmCounter,
+    arm_detail,
+    arm_error,
 )
+from pipeline.azure.credentials import AzureAccessError, first_line, usable_token
+from pipeline.azure.log import Log
 from pipeline.sentinel.watchlist_csv import COLUMNS, SEARCH_KEY, csv_text, item_id
 from pipeline.settings import Settings
 
 API_VERSION = "2025-09-01"
-DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 # The pipeline's own columns: the first and the latest day the pair was reported.
 FIRST_REPORTED = "FirstReported"
 LAST_REPORTED = "LastReported"
@@ -74,8 +65,6 @@ RAW_CONTENT_BUDGET = 3_500_000
 PROVIDER = "Beaconing pipeline (Dagster)"
 SOURCE = "beaconing-candidates.csv"
 LABELS = ["beaconing", "network", "dagster"]
-RETRY_TOTAL = 6
-RETRY_BACKOFF_S = 2.0
 # How long a watchlist upload (201 + Azure-AsyncOperation) may stay InProgress.
 UPLOAD_TIMEOUT_S = 600.0
 POLL_MAX_S = 30.0
@@ -90,20 +79,8 @@ MISSING_CONTAINER_CODES = {
 }
 
 
-def arm_scope(endpoint: str) -> str:
-    """The token audience for an ARM endpoint: a sovereign cloud's own `management.*` host
-    (e.g. https://management.chinacloudapi.cn), else the public cloud's (tests, proxies)."""
-    host = (urllib.parse.urlsplit(endpoint).hostname or "").lower()
-    return f"https://{host}/.default" if host.startswith("management.") else ARM_SCOPE
-
-
 class WatchlistPublishError(RuntimeError):
     """Publishing failed for a reason the message names; a re-run completes the day."""
-
-
-class Log(Protocol):
-    def info(self, msg: str) -> Any: ...
-    def warning(self, msg: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -190,31 +167,7 @@ class PublishStats:
 
 
 @dataclass
-class _Counter:
-    requests: int = 0
-    throttled: int = 0
-    retry_after_s: float = 0.0
-
-
-class _CountingPolicy(SansIOHTTPPolicy):
-    """Sits inside RetryPolicy, so it sees every attempt: counts requests and 429s."""
-
-    def __init__(self, counter: _Counter) -> None:
-        self.counter = counter
-
-    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
-        self.counter.requests += 1
-        if response.http_response.status_code == 429:
-            self.counter.throttled += 1
-            # An HTTP-date Retry-After is counted as a throttle, not summed.
-            with contextlib.suppress(ValueError):
-                self.counter.retry_after_s += float(
-                    response.http_response.headers.get("Retry-After") or 0
-                )
-
-
-@dataclass
-class ArmWatchlistClient:
+class ArmWatchlistClient(ArmClient):
     """The watchlist calls of ARM's Microsoft.SecurityInsights provider, with errors that say
     which setting or role to fix."""
 
@@ -224,26 +177,17 @@ class ArmWatchlistClient:
     retry_backoff_s: float = RETRY_BACKOFF_S
     upload_timeout_s: float = UPLOAD_TIMEOUT_S
     poll_interval_s: float = 2.0
-    counter: _Counter = field(default_factory=_Counter)
+    counter: ArmCounter = field(default_factory=ArmCounter)
 
     def __post_init__(self) -> None:
-        self.credential = self.credential or azure_credential()
-        self.scope = arm_scope(self.target.arm_endpoint)
-        self.client: PipelineClient = PipelineClient(
-            base_url=self.target.arm_endpoint.rstrip("/"),
-            policies=[
-                RetryPolicy(
-                    retry_total=self.retry_total,
-                    retry_backoff_factor=self.retry_backoff_s,
-                    retry_backoff_max=60,
-                ),
-                BearerTokenCredentialPolicy(self.credential, self.scope),
-                _CountingPolicy(self.counter),
-            ],
+        super().__init__(
+            self.target.arm_endpoint,
+            API_VERSION,
+            self.credential,
+            retry_total=self.retry_total,
+            retry_backoff_s=self.retry_backoff_s,
+            counter=self.counter,
         )
-
-    def close(self) -> None:
-        self.client.close()
 
     # --- identity -------------------------------------------------------------------------------
 
@@ -267,33 +211,24 @@ class ArmWatchlistClient:
             ),
         )
 
-    # --- HTTP -----------------------------------------------------------------------------------
+    # --- errors -------------------------------------------------------------------------------
 
-    def send(self, method: str, url: str, what: str, **kwargs: Any) -> HttpResponse:
-        """One ARM call (api-version added unless `url` has one); `what` names it in errors."""
-        params = kwargs.pop("params", {})
-        if "api-version=" not in url:
-            params = {"api-version": API_VERSION, **params}
-        request = HttpRequest(method, url, params=params, **kwargs)
-        try:
-            response = self.client.send_request(request)
-        except ClientAuthenticationError as error:
-            raise AzureAccessError(
-                f"no Azure identity could get an ARM token to {what}: {first_line(error)}. Run "
-                "`az login` (or fix the managed identity), then re-run the day."
-            ) from error
-        except (ServiceRequestError, ServiceResponseError) as error:
-            raise WatchlistPublishError(
-                f"no answer from ARM ({self.target.arm_endpoint}) to {what}: "
-                f"{first_line(error)}. Check SENTINEL_ARM_ENDPOINT and the network, then re-run."
-            ) from error
-        return response
+    def identity_error(self, error: ClientAuthenticationError, what: str) -> Exception:
+        return AzureAccessError(
+            f"no Azure identity could get an ARM token to {what}: {first_line(error)}. Run "
+            "`az login` (or fix the managed identity), then re-run the day."
+        )
+
+    def unreachable_error(self, error: Exception, what: str) -> Exception:
+        return WatchlistPublishError(
+            f"no answer from ARM ({self.target.arm_endpoint}) to {what}: "
+            f"{first_line(error)}. Check SENTINEL_ARM_ENDPOINT and the network, then re-run."
+        )
 
     def error_for(self, response: HttpResponse, what: str) -> Exception:
         """The error to raise for an unexpected answer: which setting, role or retry fixes it."""
         status = response.status_code
-        code, message = arm_error(response)
-        detail = f"HTTP {status} {code}: {message}" if code else f"HTTP {status}: {message}"
+        code, detail = arm_detail(response)
         if status in (401, 403):
             return AzureAccessError(
                 f"ARM refused to {what} ({detail}). The identity needs the Microsoft Sentinel "
@@ -406,16 +341,7 @@ class ArmWatchlistClient:
     def list_items(self) -> list[dict[str, Any]]:
         """Every item of the watchlist, following `nextLink`."""
         what = f"list the items of the {self.target.describe()}"
-        url: str | None = self.target.url + "/watchlistItems"
-        items: list[dict[str, Any]] = []
-        while url:
-            response = self.send("GET", url, what)
-            if response.status_code != 200:
-                raise self.error_for(response, what)
-            page = response.json()
-            items.extend(page.get("value") or [])
-            url = page.get("nextLink")
-        return items
+        return self.list_values(self.target.url + "/watchlistItems", what)
 
     def put_item(self, item: str, values: dict[str, str]) -> None:
         what = f"write item {item} ({values.get(SEARCH_KEY)}) of the {self.target.describe()}"
@@ -611,12 +537,3 @@ def _date(values: dict[str, str], column: str = LAST_REPORTED) -> dt.date | None
         return dt.date.fromisoformat(str(values.get(column, "")))
     except ValueError:
         return None  # not written by this pipeline: never judged by retention
-
-
-def arm_error(response: HttpResponse) -> tuple[str, str]:
-    """(code, message) of ARM's `{"error": {"code", "message"}}`, or ('', the body's start)."""
-    try:
-        error = response.json().get("error") or {}
-        return str(error.get("code") or ""), str(error.get("message") or "")
-    except (ValueError, AttributeError):
-        return "", (response.text() or "")[:300]
