@@ -21,7 +21,7 @@ on the pool. One call is one Livy batch (`run`, running `pipeline.spark_jobs.ste
 The Livy calls and the staging storage (code upload) are `pipeline.azure.livy`'s; this module is
 the Dagster side: the resource, the batch body, following a batch and the Pipes session.
 
-The jobs' own writes are day-atomic (`pipeline.spark_jobs.lake`), so a failed or cancelled batch
+The jobs' own writes are day-atomic (`pipeline.lake.spark`), so a failed or cancelled batch
 leaves no partial day behind.
 """
 
