@@ -1,4 +1,4 @@
-"""Unit tests of the Sentinel watchlist publisher's pure parts (pipeline.sentinel.watchlist_arm)
+"""Unit tests of the Sentinel watchlist publisher's pure parts (pipeline.sentinel.watchlist)
 and its settings: item values and ids, the first upload's size budget, neutralisation in items,
 how a day's values merge with an item's, the watchlist body. No network, no Spark."""
 
