@@ -13,11 +13,10 @@ from typing import Any, Protocol
 import pandas as pd
 import pyarrow as pa
 
-from pipeline import lake as lake_days
 from pipeline.enrichment import rdap, threat_intel
 from pipeline.enrichment.geoip import GEO_COLUMNS, GeoIP
 from pipeline.enrichment.ranking import rank
-from pipeline.lake import Lake, read_bytes
+from pipeline.lake import Lake, read_bytes, window_days, windows_span
 from pipeline.settings import Settings
 from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
 
@@ -234,7 +233,7 @@ def _asn_days(settings: Settings, geoip: GeoIP, days: list[dt.date]) -> AsnHisto
     """Read the destinations of pair_daily_stats over every window of the run, map to ASNs."""
     if not geoip.has_asn or not days:
         return AsnHistory({}, [])
-    span = lake_days.windows_span(days, settings.lookback_days)
+    span = windows_span(days, settings.lookback_days)
     lake = Lake(settings.lake_url)
     per_asn: dict[int, set[dt.date]] = {}
     asn_of: dict[str, int | None] = {}
@@ -263,7 +262,7 @@ def _new_asn(
     day with data (an ASN seen since the data began may be much older than the data)."""
     if not known:
         return pd.DataFrame({"new_asn": pd.array([None] * len(asns), dtype="boolean")}, asns.index)
-    window_start = lake_days.window_days(day, lookback_days)[0]
+    window_start = window_days(day, lookback_days)[0]
     in_window = [d for d in history.data_days if window_start <= d <= day]
     first_with_data = in_window[0] if in_window else day
     values = []
