@@ -25,9 +25,9 @@ SHOW_COLUMNS = [
 
 def show(limit: int) -> int:
     """Print where the results are and the latest day's top candidates."""
-    from pipeline.assets.enriched import TABLE
-    from pipeline.assets.watchlist import FILE_NAME
-    from pipeline.assets.watchlist import TABLE as WATCHLIST
+    from pipeline.enrich.assets import TABLE
+    from pipeline.publish.assets import FILE_NAME
+    from pipeline.publish.assets import TABLE as WATCHLIST
 
     settings = load_settings()
     lake = settings.lake

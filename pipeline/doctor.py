@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline import export_layout
+from pipeline.ingest import export_layout
 from pipeline.settings import Settings, SettingsError, load_settings
 
 
@@ -100,7 +100,7 @@ def _sentinel(settings: Settings) -> str:
     """Read the watchlist (never write) with the identity that will publish it."""
     if not settings.sentinel_configured:
         return "not configured (SENTINEL_* empty): the watchlist is written as CSV to the lake"
-    from pipeline.sentinel.watchlist import ArmWatchlistClient, WatchlistTarget
+    from pipeline.publish.watchlist import ArmWatchlistClient, WatchlistTarget
 
     client = ArmWatchlistClient(WatchlistTarget.from_settings(settings), retry_total=1)
     try:

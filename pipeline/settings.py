@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.azure.storage import is_remote
 from pipeline.lake import Lake
-from pipeline.storage import is_remote
 
 RFC1918 = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
 
@@ -735,7 +735,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     lake_url = values.get("lake_url")
     if values.get("spark_mode") == "local" and isinstance(lake_url, str) and is_remote(lake_url):
         # Spark writes the lake, and a local session has no hadoop-azure (the remote export is
-        # staged to local disk instead, pipeline/storage.py; the lake cannot be).
+        # staged to local disk instead, pipeline/azure/storage.py; the lake cannot be).
         problems.append(
             f"BEACON_LAKE_URL={lake_url!r}: local Spark cannot write Azure storage; use a local "
             "lake path, or run Spark where abfss:// works (BEACON_SPARK=synapse, or cluster with "

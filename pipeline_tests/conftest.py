@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.export_layout import hour_folder, workspace_path
+from pipeline.ingest.export_layout import hour_folder, workspace_path
+from pipeline.ingest.sample import DEFAULT_WORKSPACE
 from pipeline.resources.spark import spark_config
-from pipeline.sample.traffic import DEFAULT_WORKSPACE
 from pipeline.settings import Settings
 
 

@@ -2,7 +2,7 @@
 
 - `arm`: Azure Resource Manager REST calls (token for the endpoint's audience, retries that
   honour Retry-After, request counting, nextLink paging, ARM's error answers); the Sentinel
-  watchlist and incidents (`pipeline.sentinel`) go through it;
+  watchlist and incidents (`pipeline.publish`) go through it;
 - `livy`: the Livy batches API of a Synapse Spark pool and the staging storage its batches read
   the code from (the Dagster resource is `pipeline.resources.synapse`);
 - `log_analytics`: queries of a Log Analytics workspace, sliced within the service limits;
@@ -10,5 +10,5 @@
 - `log`: the `Log` protocol they report progress to.
 
 Storage URLs, filesystems and their environment variables (`AZURE_STORAGE_CONNECTION_STRING` …)
-are `pipeline.storage`'s.
+are `pipeline.azure.storage`'s.
 """

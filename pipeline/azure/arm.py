@@ -9,7 +9,7 @@ counting policy inside the retries records every attempt and every 429 (`ArmCoun
 What a failure means depends on the resource (which setting or role to fix), so a provider's
 client overrides `identity_error`, `unreachable_error` and `error_for`; `arm_error` and
 `arm_detail` read ARM's `{"error": {"code", "message"}}` answers for them. The Sentinel client is
-`pipeline.sentinel.watchlist.ArmWatchlistClient`.
+`pipeline.publish.watchlist.ArmWatchlistClient`.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ for 429/5xx) rather than `azure-synapse-spark`: that SDK was last released in 20
 installed, and five JSON calls do not need it. A POST (a new batch) is retried only on 429/503,
 when Livy has not created the batch, so a retry never starts the job twice.
 
-The staging folder (`StagingLocation`, an `abfss://` URL read by `pipeline.storage.parse`) is
-where the code goes (`upload_code`: `pipeline.packaging`'s zip and entry script, once per
+The staging folder (`StagingLocation`, an `abfss://` URL read by `pipeline.azure.storage.parse`) is
+where the code goes (`upload_code`: `pipeline.spark.packaging`'s zip and entry script, once per
 version under `_code/{hash}/`) and where the Dagster Pipes messages go; `staging_blob_service`
 is its Blob API client. The Dagster side of a batch is `pipeline.resources.synapse`.
 """
@@ -29,7 +29,7 @@ from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolic
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
-from pipeline import packaging, storage
+from pipeline.azure import storage
 from pipeline.azure.credentials import (
     SYNAPSE_SCOPE,
     AzureAccessError,
@@ -37,6 +37,7 @@ from pipeline.azure.credentials import (
     first_line,
     usable_token,
 )
+from pipeline.spark import packaging
 
 # Livy batch states after which a batch does not change.
 TERMINAL_STATES = frozenset({"success", "dead", "killed", "error"})
@@ -66,8 +67,8 @@ class StagingLocation:
 
     @classmethod
     def parse(cls, url: str) -> StagingLocation:
-        """`pipeline.storage.parse`, narrowed to what the pool reads and `account_url` names: an
-        abfss:// (or abfs://) URL on the account's public-cloud dfs or blob host."""
+        """`pipeline.azure.storage.parse`, narrowed to what the pool reads and `account_url`
+        names: an abfss:// (or abfs://) URL on the account's public-cloud dfs or blob host."""
         text = url.strip()
         try:
             location: storage.RemoteLocation | None = storage.parse(text)
@@ -105,7 +106,7 @@ def staging_blob_service(location: StagingLocation) -> BlobServiceClient:
 
     `AZURE_STORAGE_CONNECTION_STRING` wins when set (Azurite in tests; its dfs endpoint does not
     work, so this is blob API only); otherwise the pipeline's Azure identity, which needs
-    Storage Blob Data Contributor on the container. Replace with pipeline/storage.py's URL →
+    Storage Blob Data Contributor on the container. Replace with pipeline/azure/storage.py's URL →
     client helper once it exists.
     """
     connection_string = os.environ.get(storage.CONNECTION_STRING_ENV)

@@ -8,7 +8,7 @@ is not mistaken for a missing one, and a crashed write (no manifest yet) is not 
 finished one. Reference files (allowlist, indicators, the RDAP cache) live in
 `{lake}/reference/`.
 
-Everything here is driver-side Python (fsspec through `pipeline.storage`, pandas, pyarrow), so
+Everything here is driver-side Python (fsspec through `pipeline.azure.storage`, pandas, pyarrow), so
 assets and enrichment use the lake without importing Spark; Spark's reads and writes of days
 are in `pipeline.lake.spark`. Local folders and `abfss://` / `az://` lakes work the same.
 """
@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 
-from pipeline import storage
+from pipeline.azure import storage
 
 REFERENCE = "reference"
 

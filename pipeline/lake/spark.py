@@ -11,7 +11,7 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline.azure import storage
 from pipeline.lake import Lake
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from dagster_pyspark import LazyPySparkResource
 
-from pipeline import synapse_entry
 from pipeline.settings import Settings
-from pipeline.spark_jobs import steps as spark_steps
+from pipeline.spark import steps as spark_steps
+from pipeline.spark import synapse_entry
 
 # One Spark job and its keyword parameters; a run's Spark stages are a list of these.
 SparkStep = tuple[Callable[..., Any], dict[str, Any]]

@@ -2,13 +2,13 @@
 
 `SynapseJobRunner.run_steps(steps)` has the contract of the local `SparkJobRunner.run_steps`: it
 runs each `job(spark, **params)` in order and returns their reports, only the Spark session lives
-on the pool. One call is one Livy batch (`run`, running `pipeline.spark_jobs.steps`):
+on the pool. One call is one Livy batch (`run`, running `pipeline.spark.steps`):
 
-1. the code (`pipeline` + `dagster_pipes` as a zip, and an entry script; `pipeline.packaging`)
+1. the code (`pipeline` + `dagster_pipes` as a zip, and an entry script; `pipeline.spark.packaging`)
    is uploaded to `{staging}/_code/{hash}/` unless that version is already there;
 2. a Dagster Pipes session is opened on the staging container with dagster-azure's
    `PipesAzureBlobStorageContextInjector` / `PipesAzureBlobStorageMessageReader`; the job's
-   parameters ride in the Pipes context (`extras`), encoded by `pipeline.synapse_entry`;
+   parameters ride in the Pipes context (`extras`), encoded by `pipeline.spark.synapse_entry`;
 3. the batch is POSTed to `{endpoint}/livyApi/versions/{version}/sparkPools/{pool}/batches`
    with the pool sizes and the Spark conf the jobs rely on (UTC, dynamic partition overwrite);
 4. it is polled with backoff (1 s doubling to 15 s); new driver log lines go to the Dagster
@@ -38,7 +38,6 @@ from dagster_azure.pipes import (
     PipesAzureBlobStorageMessageReader,
 )
 
-from pipeline import packaging, synapse_entry
 from pipeline.azure.credentials import azure_credential
 from pipeline.azure.livy import (
     TERMINAL_STATES,
@@ -51,7 +50,8 @@ from pipeline.azure.livy import (
 )
 from pipeline.resources.spark import SparkStep, spark_config
 from pipeline.settings import Settings
-from pipeline.spark_jobs import steps as spark_steps
+from pipeline.spark import packaging, synapse_entry
+from pipeline.spark import steps as spark_steps
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline.sample.traffic import SampleNetwork, write_export_day
+from pipeline.ingest.sample import SampleNetwork, write_export_day
 from pipeline_tests.bench.measure import Measured, run_step
 
 FIRST_DAY = dt.date(2026, 3, 2)

@@ -11,7 +11,7 @@ import time
 
 import duckdb
 
-from pipeline import export_layout
+from pipeline.ingest import export_layout
 from pipeline.settings import load_settings
 from pipeline_tests.bench.measure import report, window_from_args
 

@@ -1,7 +1,7 @@
 """One bench step: the Sentinel notebook's query as shipped, over raw export JSON of a window.
 
 As the notebook does: read every day folder of the window as JSON with schema inference, then
-run its query (pipeline/spark_jobs/notebook_query.py, as shipped). Same Spark settings as the
+run its query (pipeline/detect/notebook_query.py, as shipped). Same Spark settings as the
 pipeline. The only change: TimeGenerated is cast to a timestamp, which the notebook's Spark 3
 did implicitly and Spark 4's ANSI mode refuses.
 """
@@ -12,11 +12,11 @@ import time
 
 from pyspark.sql import functions as F
 
-from pipeline import export_layout
+from pipeline.detect import notebook_query
+from pipeline.ingest import export_layout
 from pipeline.lake import spark as lake_spark
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import load_settings
-from pipeline.spark_jobs import notebook_query
 from pipeline_tests.bench.measure import report, window_from_args
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.ingest.sample import BEACONS, SampleNetwork, write_export_day
 from pipeline.lake import Lake
-from pipeline.sample.traffic import BEACONS, SampleNetwork, write_export_day
 
 FIRST = dt.date(2026, 10, 5)
 LAST = dt.date(2026, 10, 7)

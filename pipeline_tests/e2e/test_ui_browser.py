@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, sync_playwright
 
-from pipeline.sample.traffic import write_export_day
+from pipeline.ingest.sample import write_export_day
 
 ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")

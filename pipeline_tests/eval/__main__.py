@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.definitions import build_definitions
-from pipeline.enrichment.enrich import popular_destination
+from pipeline.detect import notebook_query
+from pipeline.enrich.enrich import popular_destination
+from pipeline.ingest.sample import write_export_day
 from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
-from pipeline.sample.traffic import write_export_day
 from pipeline.settings import load_settings
-from pipeline.spark_jobs import notebook_query
 from pipeline_tests.eval import captures, held_out
 from pipeline_tests.eval.scenarios import DAYS, FIRST_DAY, ScenarioNetwork
 

@@ -14,8 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.export_layout import hour_folder, workspace_path
-from pipeline.sample.traffic import DEFAULT_WORKSPACE
+from pipeline.ingest.export_layout import hour_folder, workspace_path
+from pipeline.ingest.sample import DEFAULT_WORKSPACE
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "captures"
 BASE_DAY = dt.date(2026, 7, 1)

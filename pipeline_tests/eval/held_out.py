@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.detection.scoring import human_interval
+from pipeline.detect.scoring import human_interval
 from pipeline_tests.eval.scenarios import FIRST_DAY, Implant, Poller, ScenarioNetwork
 
 __all__ = ["ScenarioNetwork", "draw_network"]

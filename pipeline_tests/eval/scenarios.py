@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.sample.traffic import (
+from pipeline.ingest.sample import (
     DEFAULT_WORKSPACE,
     SECONDS_PER_DAY,
     checkin_times,
@@ -133,7 +133,7 @@ POLLERS: tuple[Poller, ...] = (
 
 @dataclass(frozen=True)
 class ScenarioNetwork:
-    """Implements `pipeline.sample.traffic.TrafficModel`."""
+    """Implements `pipeline.ingest.sample.TrafficModel`."""
 
     hosts: int = 120
     seed: int = 7_331

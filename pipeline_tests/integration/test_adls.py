@@ -18,14 +18,19 @@ import pandas as pd
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from pipeline import plots, storage
+from pipeline.azure import storage
 from pipeline.definitions import build_definitions
-from pipeline.detection import allowlist
-from pipeline.export_layout import blobs_for_days, hour_folder, list_day_blobs, workspace_path
+from pipeline.detect import allowlist, plots
+from pipeline.ingest.export_layout import (
+    blobs_for_days,
+    hour_folder,
+    list_day_blobs,
+    workspace_path,
+)
+from pipeline.ingest.sample import DEFAULT_WORKSPACE
+from pipeline.ingest.sensors import late_export_requests
 from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
-from pipeline.sample.traffic import DEFAULT_WORKSPACE
-from pipeline.sensors import late_export_requests
 from pipeline.settings import Settings
 from pipeline_tests.conftest import record
 from pipeline_tests.fakes.azurite import ACCOUNT

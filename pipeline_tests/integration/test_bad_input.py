@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.export_layout import blobs_for_days
+from pipeline.ingest import network_sessions
+from pipeline.ingest.commonsecuritylog import COLUMNS as KNOWN_COLUMNS
+from pipeline.ingest.export_layout import blobs_for_days
 from pipeline.lake import Lake
-from pipeline.spark_jobs import network_sessions
-from pipeline.spark_jobs.commonsecuritylog import COLUMNS as KNOWN_COLUMNS
 from pipeline_tests.conftest import record, write_blob
 
 D = dt.date(2026, 4, 14)

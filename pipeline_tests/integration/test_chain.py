@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from pipeline.definitions import build_definitions
+from pipeline.ingest.sample import BEACONS, SampleNetwork
 from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
-from pipeline.sample.traffic import BEACONS, SampleNetwork
 from pipeline.settings import Settings
 
 LAST = dt.date(2026, 11, 20)

@@ -12,10 +12,10 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from pipeline.enrichment.enrich import empty_enriched, enrich_days
+from pipeline.enrich.enrich import empty_enriched, enrich_days
+from pipeline.ingest.sample import BEACONS, SampleNetwork
 from pipeline.lake import Lake
-from pipeline.sample.traffic import BEACONS, SampleNetwork
-from pipeline.spark_jobs.schemas import BEACONING_CANDIDATES
+from pipeline.lake.schemas import BEACONING_CANDIDATES
 from pipeline_tests.integration.test_chain import FIRST, LAST, RANGE_TAGS, materialize, settings_for
 
 COBALT, SLIVER, EMPIRE = (b.destination for b in BEACONS)  # 203.0.113.50, 198.51.100.77, …

@@ -27,11 +27,11 @@ import pandas as pd
 import pytest
 
 from pipeline.definitions import build_definitions
-from pipeline.export_layout import blobs_for_days
+from pipeline.ingest import network_sessions
+from pipeline.ingest.export_layout import blobs_for_days
 from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import Settings, load_settings
-from pipeline.spark_jobs import network_sessions
 from pipeline_tests.conftest import record, write_blob
 
 D = dt.date(2026, 5, 20)
@@ -255,11 +255,11 @@ RETRY_CHILD = """
 import json, sys
 from pyspark import TaskContext
 from pyspark.sql import SparkSession
-from pipeline.export_layout import blobs_for_days
+from pipeline.ingest.export_layout import blobs_for_days
 from pipeline.resources.spark import spark_config
 from pipeline.settings import load_settings
 from pipeline.lake import spark as lake_spark
-from pipeline.spark_jobs import network_sessions
+from pipeline.ingest import network_sessions
 
 args = json.loads(sys.argv[1])
 real_replace_days = lake_spark.replace_days

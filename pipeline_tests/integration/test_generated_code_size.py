@@ -16,7 +16,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline.spark_jobs.network_sessions import _classify
+from pipeline.ingest.network_sessions import _classify
 
 HOTSPOT_HUGE_METHOD_LIMIT = 8000
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.detect import beaconing_candidates, pair_daily_stats
+from pipeline.detect.beaconing_candidates import DetectionParams
 from pipeline.lake import Lake
 from pipeline.lake import spark as lake_spark
-from pipeline.spark_jobs import beaconing_candidates, pair_daily_stats
-from pipeline.spark_jobs.beaconing_candidates import DetectionParams
-from pipeline.spark_jobs.schemas import NETWORK_SESSIONS
+from pipeline.lake.schemas import NETWORK_SESSIONS
 
 START = dt.date(2026, 5, 1)
 RFC1918 = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")

@@ -6,9 +6,9 @@ import os
 import pandas as pd
 import pytest
 
-from pipeline.export_layout import blobs_for_days
+from pipeline.ingest import network_sessions
+from pipeline.ingest.export_layout import blobs_for_days
 from pipeline.lake import Lake
-from pipeline.spark_jobs import network_sessions
 from pipeline_tests.conftest import record, write_blob
 
 D = dt.date(2026, 3, 10)

@@ -7,7 +7,7 @@ import random
 
 from pyspark.sql import functions as F
 
-from pipeline.spark_jobs.networks import ipv6_hex, is_in_networks
+from pipeline.detect.networks import ipv6_hex, is_in_networks
 
 
 def _addresses(rng: random.Random, networks: list[ipaddress._BaseNetwork]) -> list[str]:

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pandas as pd
 
-from pipeline.spark_jobs import notebook_query
+from pipeline.detect import notebook_query
 from pipeline_tests.integration.test_lookback_window import START, timer, write_sessions
 
 

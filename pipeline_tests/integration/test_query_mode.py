@@ -13,14 +13,14 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from pipeline import export_layout, query_export
 from pipeline.azure.credentials import AzureAccessError
 from pipeline.azure.log_analytics import LogAnalytics, LogAnalyticsError
 from pipeline.definitions import build_definitions
+from pipeline.ingest import export_layout, query_export
 from pipeline.lake import Lake
+from pipeline.lake.schemas import EXPORT_COLUMNS
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import Settings
-from pipeline.spark_jobs.schemas import EXPORT_COLUMNS
 from pipeline_tests.fakes.az_cli import token_for
 from pipeline_tests.fakes.log_analytics import (
     FakeLogAnalytics,

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from pipeline.azure.credentials import AzureAccessError
-from pipeline.enrichment import sentinel_indicators
-from pipeline.enrichment.sentinel_indicators import COLUMNS, LEGACY_TABLE, STIX_TABLE
+from pipeline.enrich import sentinel_indicators
+from pipeline.enrich.sentinel_indicators import COLUMNS, LEGACY_TABLE, STIX_TABLE
 from pipeline.settings import Settings
 from pipeline_tests.fakes.az_cli import token_for
 from pipeline_tests.fakes.log_analytics import (
@@ -218,7 +218,7 @@ def test_classify(value, expected):
 
 def test_sentinel_indicators_reach_the_enriched_beacons(az_cli, test_ca, tmp_path):
     """The enrichment step asks Sentinel for its indicators and ranks the matched pair first."""
-    from pipeline.enrichment.enrich import enrich_days
+    from pipeline.enrich.enrich import enrich_days
 
     candidates = pd.DataFrame(
         [

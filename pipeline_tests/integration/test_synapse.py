@@ -24,7 +24,6 @@ import pandas as pd
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from pipeline import packaging
 from pipeline.azure.credentials import forget_credential
 from pipeline.azure.livy import CODE_FOLDER, StagingLocation, staging_blob_service, upload_code
 from pipeline.definitions import build_definitions, spark_runner
@@ -32,6 +31,7 @@ from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.resources.synapse import SynapseJobRunner
 from pipeline.settings import Settings
+from pipeline.spark import packaging
 from pipeline_tests.conftest import record, write_blob
 from pipeline_tests.fakes.livy import running_livy
 
@@ -189,18 +189,18 @@ def test_network_sessions_on_the_pool_equals_the_local_run(reference, pool, tmp_
     body = state.bodies[submitted]
     assert body["file"].startswith(f"{STAGING_URL}/{CODE_FOLDER}/")
     assert body["file"].endswith("/entry.py") and body["pyFiles"][0].endswith("/pipeline.zip")
-    assert body["args"][:2] == ["--job", "pipeline.spark_jobs.steps:run"]
+    assert body["args"][:2] == ["--job", "pipeline.spark.steps:run"]
     assert "--dagster-pipes-context" in body["args"]
     assert (body["executorCores"], body["executorMemory"], body["numExecutors"]) == (4, "28g", 2)
     assert body["conf"]["spark.sql.sources.partitionOverwriteMode"] == "dynamic"
     assert body["conf"]["spark.sql.session.timeZone"] == "UTC"
     # The run's log holds the driver log and the job's own Pipes log lines (code from the zip).
     messages = "\n".join(_messages(instance, result.run_id))
-    assert "driver log:\nbeacon entry: starting pipeline.spark_jobs.steps:run" in messages
-    assert "pool: running pipeline.spark_jobs.steps:run on Spark" in messages
+    assert "driver log:\nbeacon entry: starting pipeline.spark.steps:run" in messages
+    assert "pool: running pipeline.spark.steps:run on Spark" in messages
     assert "pipeline.zip" in messages
-    assert "beacon steps: 1/1 pipeline.spark_jobs.network_sessions:run done" in messages
-    assert "pool: pipeline.spark_jobs.steps:run finished" in messages
+    assert "beacon steps: 1/1 pipeline.ingest.network_sessions:run done" in messages
+    assert "pool: pipeline.spark.steps:run finished" in messages
 
 
 def test_a_daily_run_of_the_spark_stages_is_one_batch(reference, pool, tmp_path):
@@ -229,9 +229,10 @@ def test_a_daily_run_of_the_spark_stages_is_one_batch(reference, pool, tmp_path)
     assert Lake(settings.lake_url).read_manifest("beaconing_candidates", DAY) is not None
     messages = "\n".join(_messages(instance, result.run_id))
     for number, job in enumerate(
-        ("network_sessions", "pair_daily_stats", "beaconing_candidates"), start=1
+        ("ingest.network_sessions", "detect.pair_daily_stats", "detect.beaconing_candidates"),
+        start=1,
     ):
-        assert f"beacon steps: {number}/3 pipeline.spark_jobs.{job}:run done" in messages
+        assert f"beacon steps: {number}/3 pipeline.{job}:run done" in messages
 
 
 def test_code_is_uploaded_once_per_version(reference, pool, tmp_path, azurite):

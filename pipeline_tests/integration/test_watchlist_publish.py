@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import requests
 
-from pipeline.assets import watchlist
 from pipeline.azure.credentials import AzureAccessError, forget_credential
 from pipeline.lake import Lake
 from pipeline.partitions import daily_partitions
-from pipeline.sentinel.incidents import incident_id, raise_incidents
-from pipeline.sentinel.watchlist import (
+from pipeline.publish import assets as watchlist
+from pipeline.publish.incidents import incident_id, raise_incidents
+from pipeline.publish.watchlist import (
     FIRST_REPORTED,
     ITEM_COLUMNS,
     LAST_REPORTED,
@@ -28,7 +28,7 @@ from pipeline.sentinel.watchlist import (
     WatchlistTarget,
     publish_day,
 )
-from pipeline.sentinel.watchlist_csv import (
+from pipeline.publish.watchlist_csv import (
     FORMULA_PREFIXES,
     SEARCH_KEY,
     item_id,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.detection.batch_scoring import score_pairs
-from pipeline.detection.scoring import PairScore, score_pair
+from pipeline.detect.batch_scoring import score_pairs
+from pipeline.detect.scoring import PairScore, score_pair
 
 DAY = 86_400.0
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.detection import chance
-from pipeline.detection.scoring import score_pair
+from pipeline.detect import chance
+from pipeline.detect.scoring import score_pair
 
 
 @pytest.mark.parametrize("n", [8, 16, 64])

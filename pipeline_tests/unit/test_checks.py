@@ -3,7 +3,8 @@
 import datetime as dt
 from pathlib import Path
 
-from pipeline.checks import export_schema_drift, low_coverage_days
+from pipeline.detect.checks import low_coverage_days
+from pipeline.ingest.checks import export_schema_drift
 from pipeline_tests.conftest import record, write_blob
 
 DAY = dt.date(2026, 11, 20)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pipeline.detection import allowlist
-from pipeline.detection.scoring import histogram_score, score_pair
+from pipeline.detect import allowlist
+from pipeline.detect.scoring import histogram_score, score_pair
 
 DAY = 86_400.0
 

@@ -8,7 +8,7 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
-from pipeline.enrichment.geoip import GEO_COLUMNS, GeoIP, GeoIPDatabaseError
+from pipeline.enrich.geoip import GEO_COLUMNS, GeoIP, GeoIPDatabaseError
 
 CITY = {
     "203.0.113.0/24": ("NL", "Amsterdam", 52.37, 4.89),

@@ -1,12 +1,12 @@
-"""The final risk ranking with enrichment (pipeline.enrichment.ranking): asserted orderings."""
+"""The final risk ranking with enrichment (pipeline.enrich.ranking): asserted orderings."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from pipeline.enrichment import ranking
-from pipeline.enrichment.ranking import rank, risk_scores
+from pipeline.enrich import ranking
+from pipeline.enrich.ranking import rank, risk_scores
 
 
 def pairs(rows: list[dict]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import socket
 import pandas as pd
 import pytest
 
-from pipeline.enrichment import rdap
+from pipeline.enrich import rdap
 from pipeline_tests.fakes.rdap import RdapHandler, RdapState
 from pipeline_tests.fakes.tls import serve_https
 

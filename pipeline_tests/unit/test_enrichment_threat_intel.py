@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline.enrichment.threat_intel import (
+from pipeline.enrich.threat_intel import (
     INDICATOR_COLUMNS,
     ThreatIntelFileError,
     match_indicators,

@@ -1,5 +1,5 @@
-"""Unit tests of the export layout (pipeline.export_layout) and the sample traffic that writes it
-(pipeline.sample.traffic), on the local filesystem under pytest's tmp_path. No Spark."""
+"""Unit tests of the export layout (pipeline.ingest.export_layout) and the sample traffic that
+writes it (pipeline.ingest.sample), on the local filesystem under pytest's tmp_path. No Spark."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.export_layout import (
+from pipeline.ingest.export_layout import (
     LATE_ARRIVAL_HOURS,
     WORKSPACE_GLOB,
     ExportBlob,
@@ -25,7 +25,7 @@ from pipeline.export_layout import (
     urls_for_chunk,
     workspace_path,
 )
-from pipeline.sample.traffic import (
+from pipeline.ingest.sample import (
     BEACONS,
     DEFAULT_WORKSPACE,
     SampleNetwork,

@@ -39,7 +39,7 @@ def test_tuning_and_report_seeds_do_not_overlap_and_draw_labeled_c2() -> None:
 def test_named_and_long_session_c2_write_the_fields_they_need(tmp_path) -> None:
     import json
 
-    from pipeline.sample.traffic import write_export_day
+    from pipeline.ingest.sample import write_export_day
 
     network = draw_network(TUNING_SEEDS[1])  # draws both kinds
     named = next(i for i in network.implants if i.addresses)

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from pipeline.azure.log_analytics import Slice, kql_datetime, kql_string, plan_slices
-from pipeline.query_export import base_query
+from pipeline.ingest.query_export import base_query
 
 START = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
 END = START + dt.timedelta(days=1)

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline import plots
-from pipeline.detection.scoring import HISTOGRAM_EDGES_S
+from pipeline.detect import plots
+from pipeline.detect.scoring import HISTOGRAM_EDGES_S
 from pipeline.lake import Lake
 
 DAY = dt.date(2026, 11, 20)

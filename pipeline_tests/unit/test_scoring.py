@@ -1,4 +1,4 @@
-"""Unit tests of pipeline.detection.scoring: pure numpy, no Spark.
+"""Unit tests of pipeline.detect.scoring: pure numpy, no Spark.
 
 Random samples are drawn from seeded generators, so every number asserted here is reproducible.
 Bounds on jittered beacons are derived from the population value of RITA's timing measure:
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from pipeline.detection.scoring import (
+from pipeline.detect.scoring import (
     HISTOGRAM_EDGES_S,
     PairScore,
     describe,

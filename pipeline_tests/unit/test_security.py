@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.export_layout import day_folder, workspace_path
-from pipeline.sentinel.watchlist_csv import COLUMNS, FORMULA_PREFIXES, watchlist_csv
+from pipeline.ingest.export_layout import day_folder, workspace_path
+from pipeline.publish.watchlist_csv import COLUMNS, FORMULA_PREFIXES, watchlist_csv
 from pipeline.settings import SettingsError, load_settings
 
 SUB = "0a1b2c3d-0000-4000-8000-123456789abc"

@@ -14,9 +14,9 @@ from typing import ClassVar
 import dagster as dg
 import pytest
 
+from pipeline.alerts import build_failure_sensor
 from pipeline.definitions import build_definitions
-from pipeline.sensors import (
-    build_failure_sensor,
+from pipeline.ingest.sensors import (
     build_late_export_sensor,
     export_fingerprint,
     late_export_requests,

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import packaging, synapse_entry
 from pipeline.azure.livy import StagingLocation, UploadedCode
 from pipeline.definitions import build_definitions, spark_runner
+from pipeline.detect import pair_daily_stats
+from pipeline.detect.beaconing_candidates import DetectionParams
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.resources.synapse import NODE_SIZES, SynapseJobRunner, synapse_runner
 from pipeline.settings import Settings, SettingsError, load_settings
-from pipeline.spark_jobs import pair_daily_stats
-from pipeline.spark_jobs.beaconing_candidates import DetectionParams
+from pipeline.spark import packaging, synapse_entry
 
 LAKE = "abfss://lake@beaconlake.dfs.core.windows.net/beacon"
 EXPORT = "abfss://am-commonsecuritylog@beaconlake.dfs.core.windows.net/"
@@ -77,11 +77,11 @@ def test_codec_rebuilds_only_the_pipelines_dataclasses():
         synapse_entry.decode(forged)
 
 
-def test_jobs_are_named_and_resolved_only_under_spark_jobs():
+def test_jobs_are_named_and_resolved_only_in_the_spark_job_modules():
     name = synapse_entry.job_name(pair_daily_stats.run)
-    assert name == "pipeline.spark_jobs.pair_daily_stats:run"
+    assert name == "pipeline.detect.pair_daily_stats:run"
     assert synapse_entry.resolve_job(name) is pair_daily_stats.run
-    with pytest.raises(synapse_entry.CodecError, match=r"pipeline\.spark_jobs"):
+    with pytest.raises(synapse_entry.CodecError, match=r"Spark job modules"):
         synapse_entry.job_name(build_definitions)
     with pytest.raises(synapse_entry.CodecError):
         synapse_entry.resolve_job("os:system")
@@ -100,11 +100,11 @@ def test_package_is_reproducible_and_holds_the_entry_and_pipes():
     assert first.version == second.version and first.zip_bytes == second.zip_bytes
     assert len(first.version) == 16
     names = zipfile.ZipFile(io.BytesIO(first.zip_bytes)).namelist()
-    assert "pipeline/synapse_entry.py" in names
-    assert "pipeline/spark_jobs/pair_daily_stats.py" in names
+    assert "pipeline/spark/synapse_entry.py" in names
+    assert "pipeline/detect/pair_daily_stats.py" in names
     assert "dagster_pipes/__init__.py" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-    assert b"from pipeline.synapse_entry import main" in first.entry_bytes
+    assert b"from pipeline.spark.synapse_entry import main" in first.entry_bytes
 
 
 def test_package_version_follows_the_content(tmp_path):
@@ -199,7 +199,7 @@ def test_batch_body_carries_the_node_size(size):
         spark_conf={"spark.sql.session.timeZone": "UTC"},
     )
     code = UploadedCode("abc", f"{LAKE}/_code/abc/entry.py", f"{LAKE}/_code/abc/pipeline.zip", True)
-    body = runner.batch_body("pipeline.spark_jobs.pair_daily_stats:run", code, ["--job"], "r" * 36)
+    body = runner.batch_body("pipeline.detect.pair_daily_stats:run", code, ["--job"], "r" * 36)
     cores, memory = NODE_SIZES[size]
     assert body["name"] == "beacon-pair_daily_stats-rrrrrrrr"
     assert (body["driverCores"], body["driverMemory"]) == (cores, memory)

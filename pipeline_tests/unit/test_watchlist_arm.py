@@ -1,4 +1,4 @@
-"""Unit tests of the Sentinel watchlist publisher's pure parts (pipeline.sentinel.watchlist)
+"""Unit tests of the Sentinel watchlist publisher's pure parts (pipeline.publish.watchlist)
 and its settings: item values and ids, the first upload's size budget, neutralisation in items,
 how a day's values merge with an item's, the watchlist body. No network, no Spark."""
 
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from pipeline.azure.arm import arm_scope
-from pipeline.sentinel.incidents import incident_id, incident_properties, severity
-from pipeline.sentinel.watchlist import (
+from pipeline.publish.incidents import incident_id, incident_properties, severity
+from pipeline.publish.watchlist import (
     FIRST_REPORTED,
     ITEM_COLUMNS,
     LAST_REPORTED,
@@ -25,7 +25,7 @@ from pipeline.sentinel.watchlist import (
     first_batch,
     watchlist_properties,
 )
-from pipeline.sentinel.watchlist_csv import (
+from pipeline.publish.watchlist_csv import (
     COLUMNS,
     FORMULA_PREFIXES,
     SEARCH_KEY,

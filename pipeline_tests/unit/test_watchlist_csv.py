@@ -1,5 +1,5 @@
-"""Unit tests of the Sentinel watchlist CSV (pipeline.sentinel.watchlist_csv) and the final
-risk ranking (pipeline.enrichment.ranking). Pandas only, no Spark."""
+"""Unit tests of the Sentinel watchlist CSV (pipeline.publish.watchlist_csv) and the final
+risk ranking (pipeline.enrich.ranking). Pandas only, no Spark."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.enrichment.ranking import NEW_PAIR_BONUS, NEW_PAIR_DAYS, rank
-from pipeline.sentinel.watchlist_csv import (
+from pipeline.enrich.ranking import NEW_PAIR_BONUS, NEW_PAIR_DAYS, rank
+from pipeline.publish.watchlist_csv import (
     COLUMNS,
     FORMULA_PREFIXES,
     item_id,
