@@ -7,8 +7,7 @@
   the code from (the Dagster resource is `pipeline.resources.synapse`);
 - `log_analytics`: queries of a Log Analytics workspace, sliced within the service limits;
 - `credentials`: the one Azure identity they use and `AzureAccessError`;
-- `log`: the `Log` protocol they report progress to.
-
-Storage URLs, filesystems and their environment variables (`AZURE_STORAGE_CONNECTION_STRING` …)
-are `pipeline.azure.storage`'s.
+- `log`: the `Log` protocol they report progress to;
+- `storage`: local folders and abfss:// / az:// URLs as filesystems with their credentials and
+  environment variables (`AZURE_STORAGE_CONNECTION_STRING` …), for the export and the lake.
 """

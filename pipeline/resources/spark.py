@@ -1,8 +1,8 @@
 """The Spark resource: one lazy session per process, local by default, a cluster when configured.
 
-Assets never touch DataFrames: they ask this resource to run a job from `pipeline.spark_jobs`
-(a plain function of a SparkSession and lake URIs), so the same job runs in-process here and on
-a cluster unchanged.
+Assets never touch DataFrames: they ask this resource to run a stage's Spark job (a plain
+function of a SparkSession and lake URIs, e.g. `pipeline.ingest.network_sessions.run`), so the
+same job runs in-process here and on a cluster unchanged.
 """
 
 from __future__ import annotations
