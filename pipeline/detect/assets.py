@@ -5,7 +5,7 @@ lookback window, with reasons)."""
 import datetime as dt
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 
@@ -76,13 +76,13 @@ class PairStatsPlan:
     steps: list[SparkStep]
 
 
+@dataclass(frozen=True)
 class PairDailyStats:
     """pair_daily_stats: one Spark step summarises the run's days of network_sessions."""
 
-    name = PAIR_STATS
+    name: ClassVar[str] = PAIR_STATS
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    settings: Settings
 
     def spec(self) -> dg.AssetSpec:
         return dg.AssetSpec(
@@ -137,14 +137,14 @@ class CandidatesPlan:
     days: list[dt.date]
 
 
+@dataclass(frozen=True)
 class BeaconingCandidates:
     """beaconing_candidates: one Spark step scores each day over its lookback window; the
     result draws each day's picture and checks the window's coverage."""
 
-    name = CANDIDATES
+    name: ClassVar[str] = CANDIDATES
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    settings: Settings
 
     def spec(self) -> dg.AssetSpec:
         settings = self.settings

@@ -6,7 +6,7 @@ import datetime as dt
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import dagster as dg
 from pyspark.sql import types as T
@@ -142,14 +142,14 @@ class SessionsPlan:
     drift: dict
 
 
+@dataclass(frozen=True)
 class NetworkSessions:
     """network_sessions: the day's firewall records, typed and deduplicated, bad ones
     quarantined; one Spark step per pass of DAYS_PER_PASS days."""
 
-    name = NAME
+    name: ClassVar[str] = NAME
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    settings: Settings
 
     def spec(self) -> dg.AssetSpec:
         return dg.AssetSpec(

@@ -47,6 +47,7 @@ JOB_MODULES = frozenset(
         "pipeline.spark.steps",
     }
 )
+_JOB_MODULES_TEXT = ", ".join(sorted(JOB_MODULES))
 # Dataclasses the codec may rebuild: only the pipeline's own (never an arbitrary importable class).
 DATACLASS_MODULE_PREFIX = "pipeline."
 # How often the job side uploads a chunk of Pipes messages (seconds): log lines reach the Dagster
@@ -155,13 +156,13 @@ def job_name(job: Callable[..., Any]) -> str:
     if job.__module__ not in JOB_MODULES or "<" in job.__qualname__:
         raise CodecError(
             f"{name}: only module-level functions of the Spark job modules "
-            f"({', '.join(sorted(JOB_MODULES))}) can run on the pool"
+            f"({_JOB_MODULES_TEXT}) can run on the pool"
         )
     return name
 
 
 def resolve_job(name: str) -> Callable[..., Any]:
-    job = _resolve(name, JOB_MODULES.__contains__, f"one of {', '.join(sorted(JOB_MODULES))}")
+    job = _resolve(name, JOB_MODULES.__contains__, f"one of {_JOB_MODULES_TEXT}")
     if not callable(job):
         raise CodecError(f"{name} is not a function")
     return job
