@@ -186,8 +186,13 @@ class LivyClient:
         api_version: str,
         credential: TokenCredential,
         retry_backoff_s: float = 1.0,
+        connect_timeout_s: float = 30.0,
+        read_timeout_s: float = 120.0,
     ) -> None:
         self.credential = credential
+        # Livy's control calls answer in seconds. azure-core's defaults (300 s each, on every one
+        # of the retries) would keep a terminated run waiting half an hour to cancel its batch.
+        self.timeouts = {"connection_timeout": connect_timeout_s, "read_timeout": read_timeout_s}
         self.batches_url = (
             f"{endpoint.rstrip('/')}/livyApi/versions/{api_version}"
             f"/sparkPools/{urllib.parse.quote(pool)}/batches"
@@ -221,7 +226,7 @@ class LivyClient:
     def _send(self, method: str, path: str, **kwargs: Any) -> HttpResponse:
         request = HttpRequest(method, self.batches_url + path, **kwargs)
         try:
-            response = self.client.send_request(request)
+            response = self.client.send_request(request, **self.timeouts)
         except ClientAuthenticationError as error:
             raise AzureAccessError(
                 f"no Azure identity could get a token for Synapse: {first_line(error)}"

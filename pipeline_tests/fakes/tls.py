@@ -36,6 +36,35 @@ def make_ca(folder: Path) -> TestCA:
     return TestCA(ca=ca, bundle=bundle)
 
 
+class _HTTPSServer(ThreadingHTTPServer):
+    """One thread per connection, the TLS handshake included.
+
+    Wrapping the listening socket would run every handshake in the accept loop: one client that
+    connects and then stalls (a test interrupting a request mid-handshake, with the half-open
+    socket kept alive by the traceback) would block every later connection until the clients'
+    own timeouts, minutes later.
+    """
+
+    daemon_threads = True
+    connection_timeout_s = 60.0  # a stalled client frees its thread, never the whole server
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self.context = context
+        self.state: object = None
+
+    def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        request.settimeout(self.connection_timeout_s)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the client went away during the handshake
+        try:
+            self.RequestHandlerClass(tls, client_address, self)
+        finally:
+            tls.close()
+
+
 @contextmanager
 def serve_https(
     ca: TestCA, handler: type[BaseHTTPRequestHandler], state: object = None
@@ -44,10 +73,8 @@ def serve_https(
 
     `state` is reachable from the handler as `self.server.state` (the fake's memory).
     """
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.state = state  # type: ignore[attr-defined]
-    server.socket = ca.server_context().wrap_socket(server.socket, server_side=True)
+    server = _HTTPSServer(handler, ca.server_context())
+    server.state = state
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -1,6 +1,8 @@
 """The shared fakes work with the real SDKs: the credential chain, TLS trust and Azurite."""
 
 import json
+import socket
+import urllib.parse
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -48,6 +50,16 @@ def test_fake_https_is_trusted_through_the_test_ca(az_cli, test_ca):
         assert answer.json() == {"auth": "Bearer x"}
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(url, verify=requests.certs.where(), timeout=10)
+
+
+def test_a_client_stalled_in_the_handshake_does_not_block_the_fake(az_cli, test_ca):
+    # A run interrupted mid-request can leave a connection open before its TLS handshake; the
+    # next request (the run's cancel) must still be answered, not wait out the client timeouts.
+    with serve_https(test_ca, _Echo) as url:
+        address = urllib.parse.urlsplit(url)
+        with socket.create_connection((address.hostname, address.port), timeout=10):
+            answer = requests.get(url, headers={"Authorization": "Bearer y"}, timeout=10)
+        assert answer.json() == {"auth": "Bearer y"}
 
 
 def test_azurite_round_trips_a_blob(azurite):

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import threading
+import time
 import zipfile
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ServiceResponseError
 
-from pipeline.azure.livy import StagingLocation, UploadedCode
+from pipeline.azure.livy import LivyClient, StagingLocation, UploadedCode
 from pipeline.definitions import build_definitions, spark_runner
 from pipeline.detect import pair_daily_stats
 from pipeline.detect.beaconing_candidates import DetectionParams
@@ -18,6 +23,7 @@ from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.resources.synapse import NODE_SIZES, SynapseJobRunner, synapse_runner
 from pipeline.settings import Settings, SettingsError, load_settings
 from pipeline.spark import packaging, synapse_entry
+from pipeline_tests.fakes.tls import serve_https
 
 LAKE = "abfss://lake@beaconlake.dfs.core.windows.net/beacon"
 EXPORT = "abfss://am-commonsecuritylog@beaconlake.dfs.core.windows.net/"
@@ -230,3 +236,35 @@ def test_cluster_mode_with_spark_connect_sets_spark_remote_not_master():
     assert config["spark.sql.session.timeZone"] == "UTC"
     plain = spark_config(Settings(spark_mode="cluster", spark_master="spark://head:7077"))
     assert plain["spark.master"] == "spark://head:7077" and "spark.remote" not in plain
+
+
+# --- Livy client ---------------------------------------------------------------------------
+
+
+class _StaticToken:
+    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
+        return AccessToken("token", int(time.time()) + 3600)
+
+
+def test_a_livy_call_that_gets_no_answer_fails_instead_of_waiting(test_ca, monkeypatch):
+    # A terminated run cancels its batch; a pool that stops answering must not hold it for
+    # azure-core's default 300 s per attempt.
+    released = threading.Event()
+
+    class Silent(BaseHTTPRequestHandler):
+        def do_DELETE(self) -> None:
+            released.wait(60)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(test_ca.bundle))
+    with serve_https(test_ca, Silent) as url:
+        livy = LivyClient(
+            url, "pool1", "2020-12-01", _StaticToken(), retry_backoff_s=0.01, read_timeout_s=0.5
+        )
+        try:
+            with pytest.raises(ServiceResponseError, match="timed out"):
+                livy.cancel(7)
+        finally:
+            released.set()
