@@ -44,6 +44,10 @@ def spark_config(settings: Settings) -> dict[str, Any]:
         config.update(
             {
                 "spark.driver.memory": settings.spark_driver_memory,
+                # G1 keeps the heap it grew to for a run's peak allocation; a long backfill then
+                # holds up to the driver memory although its live set stays flat. These let it
+                # return committed heap after collections (docs/performance.md, "Memory").
+                "spark.driver.extraJavaOptions": "-XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=40",
                 "spark.ui.enabled": "false",
                 "spark.ui.showConsoleProgress": "false",
                 # Export blobs are many and small: pack them into few tasks, and list them on
