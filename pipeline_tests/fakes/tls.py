@@ -48,10 +48,12 @@ class _HTTPSServer(ThreadingHTTPServer):
     daemon_threads = True
     connection_timeout_s = 60.0  # a stalled client frees its thread, never the whole server
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext) -> None:
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], context: ssl.SSLContext, state: object
+    ) -> None:
         super().__init__(("127.0.0.1", 0), handler)
         self.context = context
-        self.state: object = None
+        self.state = state
 
     def finish_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
         request.settimeout(self.connection_timeout_s)
@@ -73,8 +75,7 @@ def serve_https(
 
     `state` is reachable from the handler as `self.server.state` (the fake's memory).
     """
-    server = _HTTPSServer(handler, ca.server_context())
-    server.state = state
+    server = _HTTPSServer(handler, ca.server_context(), state)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

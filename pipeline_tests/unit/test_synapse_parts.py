@@ -5,16 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import io
 import threading
-import time
 import zipfile
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
-from azure.core.credentials import AccessToken
 from azure.core.exceptions import ServiceResponseError
 
+from pipeline.azure.credentials import azure_credential
 from pipeline.azure.livy import LivyClient, StagingLocation, UploadedCode
 from pipeline.definitions import build_definitions, spark_runner
 from pipeline.detect import pair_daily_stats
@@ -241,12 +240,7 @@ def test_cluster_mode_with_spark_connect_sets_spark_remote_not_master():
 # --- Livy client ---------------------------------------------------------------------------
 
 
-class _StaticToken:
-    def get_token(self, *scopes: str, **kwargs: object) -> AccessToken:
-        return AccessToken("token", int(time.time()) + 3600)
-
-
-def test_a_livy_call_that_gets_no_answer_fails_instead_of_waiting(test_ca, monkeypatch):
+def test_a_livy_call_that_gets_no_answer_fails_instead_of_waiting(test_ca, az_cli):
     # A terminated run cancels its batch; a pool that stops answering must not hold it for
     # azure-core's default 300 s per attempt.
     released = threading.Event()
@@ -258,10 +252,9 @@ def test_a_livy_call_that_gets_no_answer_fails_instead_of_waiting(test_ca, monke
         def log_message(self, *args: object) -> None:
             pass
 
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(test_ca.bundle))
     with serve_https(test_ca, Silent) as url:
         livy = LivyClient(
-            url, "pool1", "2020-12-01", _StaticToken(), retry_backoff_s=0.01, read_timeout_s=0.5
+            url, "pool1", "2020-12-01", azure_credential(), retry_backoff_s=0.01, read_timeout_s=0.5
         )
         try:
             with pytest.raises(ServiceResponseError, match="timed out"):
