@@ -109,13 +109,13 @@ test-spark35: $(SPARK35_VENV)/.installed java
 # Detection quality on labeled data (the scenario network and the real captures in
 # ../shared/data/captures), ours beside the notebook's query. A report, not a test: ~10 min.
 eval: install-dev java
-	$(PY) -m pipeline_tests.eval
+	$(PY) -m tools.eval
 
 # Performance on a generated export (150 hosts x 21 days, ~180 k records a day; BENCH_ARGS=
 # "--scale 2" for more). A report against the performance targets, not a test: ~15 min on 2 cores.
 BENCH_ARGS ?=
 bench: $(VENV)/.installed-bench java
-	$(PY) -m pipeline_tests.bench $(BENCH_ARGS)
+	$(PY) -m tools.bench $(BENCH_ARGS)
 
 # Known vulnerabilities in the installed dependencies (pip-audit). Fails loudly when the
 # vulnerability service cannot be reached; AUDIT=skip skips it explicitly, with a warning.

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from pipeline_tests.eval.held_out import REPORT_SEEDS, TUNING_SEEDS, draw_network
+from tools.eval.held_out import REPORT_SEEDS, TUNING_SEEDS, draw_network
 
-PRINT = "from pipeline_tests.eval.held_out import draw_network as d; print(repr(d({seed})))"
+PRINT = "from tools.eval.held_out import draw_network as d; print(repr(d({seed})))"
 
 
 def test_a_seed_draws_the_same_network_whatever_the_string_hashing() -> None:

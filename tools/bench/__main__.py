@@ -1,6 +1,6 @@
 """`make bench`: the cost of a daily run, of a backfill, of the notebook's query and of DuckDB.
 
-    python -m pipeline_tests.bench [--scale 1.0] [--days 21] [--workdir .data/bench]
+    python -m tools.bench [--scale 1.0] [--days 21] [--workdir .data/bench]
 
 Generates an export (150 × scale hosts, ~180 k records a day, every day alike) once per size,
 backfills all but its last day (half the days, then all of them, to see whether peak memory
@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.ingest.sample import SampleNetwork, write_export_day
-from pipeline_tests.bench.measure import Measured, run_step
+from tools.bench.measure import Measured, run_step
 
 FIRST_DAY = dt.date(2026, 3, 2)
 HOSTS = 150
@@ -107,7 +107,7 @@ def main() -> None:
         steps[name] = measured
         return measured
 
-    chain = "pipeline_tests.bench.run_chain"
+    chain = "tools.bench.run_chain"
     backfill_days = days[:-1]
     if not args.skip_memory:
         half = backfill_days[: len(backfill_days) // 2]
@@ -127,8 +127,8 @@ def main() -> None:
     )
     daily_short = step("daily_lookback_1", chain, one_day, BEACON_LOOKBACK_DAYS="1")
     window = ["--first", days[0].isoformat(), "--last", last.isoformat()]
-    notebook = step("notebook_as_shipped", "pipeline_tests.bench.notebook_baseline", window)
-    duck = step("duckdb_yardstick", "pipeline_tests.bench.duckdb_baseline", window)
+    notebook = step("notebook_as_shipped", "tools.bench.notebook_baseline", window)
+    duck = step("duckdb_yardstick", "tools.bench.duckdb_baseline", window)
 
     # The Spark stages are one Dagster step now: ingest is the network_sessions jobs' own time.
     ingest_seconds = full.inner["job_seconds"].get("network_sessions", float("nan"))

@@ -17,7 +17,7 @@ import dagster as dg
 from pipeline.definitions import build_definitions
 from pipeline.resources.spark import SparkJobRunner, SparkStep, spark_config
 from pipeline.settings import load_settings
-from pipeline_tests.bench.measure import report
+from tools.bench.measure import report
 
 # What the run asked of Spark: one entry per submission (a Livy batch on Synapse), and the
 # seconds each job took, summed over its steps.

@@ -1,6 +1,6 @@
 """Run a whole process and measure it: wall time, peak memory of its process tree, its JSON answer.
 
-Each measured step is its own process (`python -m pipeline_tests.bench.<step>`), so JVM start,
+Each measured step is its own process (`python -m tools.bench.<step>`), so JVM start,
 imports and Dagster's definition loading are paid as a user pays them. The step prints one JSON
 line prefixed with `BENCH ` holding its inner timings (e.g. with the JVM start taken out).
 """

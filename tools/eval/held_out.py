@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.detect.scoring import human_interval
-from pipeline_tests.eval.scenarios import FIRST_DAY, Implant, Poller, ScenarioNetwork
+from tools.eval.scenarios import FIRST_DAY, Implant, Poller, ScenarioNetwork
 
 __all__ = ["ScenarioNetwork", "draw_network"]
 

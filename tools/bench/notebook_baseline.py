@@ -17,7 +17,7 @@ from pipeline.ingest import export_layout
 from pipeline.lake import spark as lake_spark
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import load_settings
-from pipeline_tests.bench.measure import report, window_from_args
+from tools.bench.measure import report, window_from_args
 
 
 def main() -> None:

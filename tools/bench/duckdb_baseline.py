@@ -13,7 +13,7 @@ import duckdb
 
 from pipeline.ingest import export_layout
 from pipeline.settings import load_settings
-from pipeline_tests.bench.measure import report, window_from_args
+from tools.bench.measure import report, window_from_args
 
 COLUMNS = {
     "TimeGenerated": "TIMESTAMP",

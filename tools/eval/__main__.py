@@ -26,8 +26,8 @@ from pipeline.ingest.sample import write_export_day
 from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
 from pipeline.settings import load_settings
-from pipeline_tests.eval import captures, held_out
-from pipeline_tests.eval.scenarios import DAYS, FIRST_DAY, ScenarioNetwork
+from tools.eval import captures, held_out
+from tools.eval.scenarios import DAYS, FIRST_DAY, ScenarioNetwork
 
 KEY = ["SourceIP", "DestinationIP", "DestinationPort", "Protocol"]
 
@@ -336,7 +336,7 @@ def keys_list(frame: pd.DataFrame) -> list[tuple]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline_tests.eval")
+    parser = argparse.ArgumentParser(prog="python -m tools.eval")
     parser.add_argument("--keep", help="work in this folder and keep it")
     parser.add_argument("--only", choices=["scenario", "captures", "held-out"])
     parser.add_argument(
