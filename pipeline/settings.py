@@ -12,7 +12,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.azure.storage import is_remote
@@ -27,6 +27,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class SettingSpec:
+    """One setting as the environment sees it; `SPECS` lists them in `Settings` field order."""
+
     env: str
     default: str
     doc: str
@@ -313,17 +315,28 @@ def _rdap_url(value: str) -> str:
     return value
 
 
-SPECS: tuple[SettingSpec, ...] = (
-    SettingSpec(
+def setting(env: str, default: str, doc: str, parse: Callable[[str], Any]) -> Any:
+    """A `Settings` field: its variable, its default as one would write it there, its doc.
+
+    The field's default is the parsed text, so the text (what docs/settings.md shows) and the
+    value (what `Settings()` holds) cannot disagree.
+    """
+    return field(default=parse(default), metadata={"spec": (env, default, doc, parse)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting: its environment variable, default, validation and doc, in one place."""
+
+    source: str = setting(
         "BEACON_SOURCE",
         "sample",
         "Where raw days come from: `sample` (generated, the default), `export` (a Log Analytics "
         "data-export container) or `query` (pulled from the workspace `LOG_ANALYTICS_WORKSPACE_ID` "
         "with the Log Analytics query API into the export layout under `BEACON_EXPORT_URL`).",
         _choice("sample", "export", "query"),
-        "source",
-    ),
-    SettingSpec(
+    )
+    export_url: str = setting(
         "BEACON_EXPORT_URL",
         "./.data/export",
         "Root of the export container: the folder that holds `WorkspaceResourceId=/…`. A local "
@@ -331,370 +344,282 @@ SPECS: tuple[SettingSpec, ...] = (
         "a remote day from a temporary local copy). In sample mode the generated days are "
         "written here.",
         _url,
-        "export_url",
-    ),
-    SettingSpec(
+    )
+    workspace_resource_id: str | None = setting(
         "BEACON_WORKSPACE_RESOURCE_ID",
         "",
         "Read only this workspace's folder (its full resource id); empty reads every workspace "
         "found under the export root.",
         _workspace_resource_id,
-        "workspace_resource_id",
-    ),
-    SettingSpec(
+    )
+    log_analytics_workspace_id: str | None = setting(
         "LOG_ANALYTICS_WORKSPACE_ID",
         "",
         "Workspace ID (GUID) of the Log Analytics workspace to query: required with "
         "`BEACON_SOURCE=query`; also enables the Sentinel threat-intel lookup.",
         _workspace_guid,
-        "log_analytics_workspace_id",
-    ),
-    SettingSpec(
+    )
+    log_analytics_endpoint: str = setting(
         "LOG_ANALYTICS_ENDPOINT",
         "https://api.loganalytics.io",
         "Log Analytics query API endpoint (another cloud's, e.g. "
         "`https://api.loganalytics.azure.cn`); tokens are requested for this audience.",
         _https_url,
-        "log_analytics_endpoint",
-    ),
-    SettingSpec(
+    )
+    query_max_rows_per_slice: int = setting(
         "BEACON_QUERY_MAX_ROWS_PER_SLICE",
         "400000",
         "Query mode: a day is pulled in time slices of at most this many rows (counted first; the "
         "service truncates at 500,000 rows or ~100 MiB, and a truncated slice is halved).",
         _int_between(1, 500_000),
-        "query_max_rows_per_slice",
-    ),
-    SettingSpec(
+    )
+    lake_url: str = setting(
         "BEACON_LAKE_URL",
         "./.data/lake",
         "Root of the data lake where every stage writes its parquet, quarantine and CSV output. "
         "A local path, or `abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH` when Spark runs "
         "on Synapse or a cluster with hadoop-azure (local Spark cannot write it).",
         _url,
-        "lake_url",
-    ),
-    SettingSpec(
+    )
+    lookback_days: int = setting(
         "BEACON_LOOKBACK_DAYS",
         "21",
         "Days of `pair_daily_stats` that `beaconing_candidates` scores together (1–90).",
         _int_between(1, 90),
-        "lookback_days",
-    ),
-    SettingSpec(
+    )
+    start_date: dt.date = setting(
         "BEACON_START_DATE",
         "2026-01-01",
         "First daily partition (UTC, YYYY-MM-DD).",
         _date,
-        "start_date",
-    ),
-    SettingSpec(
+    )
+    device_vendors: tuple[str, ...] = setting(
         "BEACON_DEVICE_VENDORS",
         "",
         "Comma list of `DeviceVendor` values to keep (e.g. `Fortinet,Check Point`); empty keeps "
         "every vendor.",
         _vendors,
-        "device_vendors",
-    ),
-    SettingSpec(
+    )
+    internal_networks: tuple[str, ...] = setting(
         "BEACON_INTERNAL_NETWORKS",
         RFC1918,
         "Comma list of IPv4 CIDRs that are internal. Destinations inside them are never "
         "candidates; prevalence is counted among sources inside them.",
         _networks,
-        "internal_networks",
-    ),
-    SettingSpec(
+    )
+    spark_mode: str = setting(
         "BEACON_SPARK",
         "local",
         "Where Spark jobs run: `local` (a Spark session in the Dagster process), `cluster` "
         "(the session connects to `BEACON_SPARK_MASTER`) or `synapse` (a run's Spark "
         "stages are one Livy batch on `SYNAPSE_SPARK_POOL`, reporting back through Dagster Pipes).",
         _choice("local", "cluster", "synapse"),
-        "spark_mode",
-    ),
-    SettingSpec(
+    )
+    spark_master: str = setting(
         "BEACON_SPARK_MASTER",
         "local[*,4]",
         "Spark master URL: `local[N,RETRIES]` (local mode retries a failed task only when "
         "RETRIES > 1 is given), `spark://host:7077`, `yarn`, or a Spark Connect "
         "`sc://host:15002` URL.",
         _spark_master,
-        "spark_master",
-    ),
-    SettingSpec(
+    )
+    spark_driver_memory: str = setting(
         "BEACON_SPARK_DRIVER_MEMORY",
         "4g",
         "Driver memory of the local Spark session.",
         _memory,
-        "spark_driver_memory",
-    ),
-    SettingSpec(
+    )
+    synapse_workspace: str | None = setting(
         "SYNAPSE_WORKSPACE",
         "",
         "Synapse workspace name (`BEACON_SPARK=synapse`; required then).",
         _synapse_workspace,
-        "synapse_workspace",
-    ),
-    SettingSpec(
+    )
+    synapse_spark_pool: str | None = setting(
         "SYNAPSE_SPARK_POOL",
         "",
         "Synapse Spark pool the jobs run on (`BEACON_SPARK=synapse`; required then).",
         _synapse_pool,
-        "synapse_spark_pool",
-    ),
-    SettingSpec(
+    )
+    synapse_endpoint: str | None = setting(
         "SYNAPSE_ENDPOINT",
         "",
         "Synapse development endpoint; empty means `https://{SYNAPSE_WORKSPACE}.dev.azuresynapse.net`.",
         _https_url,
-        "synapse_endpoint",
-    ),
-    SettingSpec(
+    )
+    synapse_livy_api_version: str = setting(
         "SYNAPSE_LIVY_API_VERSION",
         "2020-12-01",
         "Livy API version in the batches path (`2020-12-01` or `2019-11-01-preview`).",
         _choice("2020-12-01", "2019-11-01-preview"),
-        "synapse_livy_api_version",
-    ),
-    SettingSpec(
+    )
+    synapse_executor_size: str = setting(
         "BEACON_SYNAPSE_EXECUTOR_SIZE",
         "small",
         "Node size of the batch's driver and executors: `small` (4 cores, 28g), `medium` "
         "(8, 56g) or `large` (16, 112g); the pool must offer it.",
         _choice("small", "medium", "large"),
-        "synapse_executor_size",
-    ),
-    SettingSpec(
+    )
+    synapse_executors: int = setting(
         "BEACON_SYNAPSE_EXECUTORS",
         "2",
         "Executors per batch (1–200).",
         _int_between(1, 200),
-        "synapse_executors",
-    ),
-    SettingSpec(
+    )
+    synapse_staging_url: str | None = setting(
         "BEACON_SYNAPSE_STAGING_URL",
         "",
         "`abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH` the pool reads the code from "
         "(`PATH/_code/{hash}/`, uploaded once per version) and where Dagster Pipes exchanges "
         "context and messages (the container); empty means `BEACON_LAKE_URL`.",
         _optional_url,
-        "synapse_staging_url",
-    ),
-    SettingSpec(
+    )
+    min_connections: int = setting(
         "BEACON_MIN_CONNECTIONS",
         "12",
         "A pair needs at least this many connections in the window to be scored.",
         _int_between(4, 1_000_000),
-        "min_connections",
-    ),
-    SettingSpec(
+    )
+    score_threshold: float = setting(
         "BEACON_SCORE_THRESHOLD",
         "0.7",
         "Pairs whose beacon score (0–1) reaches this are reported.",
         _float_between(0.0, 1.0),
-        "score_threshold",
-    ),
-    SettingSpec(
+    )
+    profile: str = setting(
         "BEACON_PROFILE",
         "default",
         "`default` (our scoring) or `notebook`: report what the Sentinel notebook's thresholds "
         "would (Percentbeacon > 75, > 100 connections, < 25 sources per destination).",
         _choice("default", "notebook"),
-        "profile",
-    ),
-    SettingSpec(
+    )
+    geoip_city_db: str | None = setting(
         "BEACON_GEOIP_CITY_DB",
         "",
         "Path of a MaxMind City database (`GeoLite2-City.mmdb`) for the enriched `geo_*` "
         "columns; empty leaves them empty.",
         _optional_path,
-        "geoip_city_db",
-    ),
-    SettingSpec(
+    )
+    geoip_asn_db: str | None = setting(
         "BEACON_GEOIP_ASN_DB",
         "",
         "Path of a MaxMind ASN database (`GeoLite2-ASN.mmdb`) for `asn`, `as_org`, "
         "`hosting_provider`, `new_asn`; empty leaves them empty.",
         _optional_path,
-        "geoip_asn_db",
-    ),
-    SettingSpec(
+    )
+    rdap: bool = setting(
         "BEACON_RDAP",
         "off",
         "`on` looks up destination IPs' registrant, network name and allocation date over RDAP "
         "(sends public destination IPs to the registry); `off` does not.",
         _on_off,
-        "rdap",
-    ),
-    SettingSpec(
+    )
+    rdap_url: str = setting(
         "BEACON_RDAP_URL",
         "https://rdap.arin.net/registry",
         "RDAP base URL (`/ip/ADDRESS` is appended). ARIN redirects other registries' networks "
         "to them, so one URL covers every IP.",
         _rdap_url,
-        "rdap_url",
-    ),
-    SettingSpec(
+    )
+    rdap_cache_days: int = setting(
         "BEACON_RDAP_CACHE_DAYS",
         "30",
         "RDAP answers are kept in `{lake}/reference/rdap_cache.parquet` this many days.",
         _int_between(1, 3650),
-        "rdap_cache_days",
-    ),
-    SettingSpec(
+    )
+    rdap_rate_per_second: float = setting(
         "BEACON_RDAP_RATE_PER_SECOND",
         "1",
         "At most this many RDAP requests per second (registries throttle bulk clients).",
         _float_between(0.01, 50.0),
-        "rdap_rate_per_second",
-    ),
-    SettingSpec(
+    )
+    rdap_max_lookups: int = setting(
         "BEACON_RDAP_MAX_LOOKUPS",
         "200",
         "At most this many new RDAP lookups per run; the rest say `skipped: lookup limit "
         "reached` and are looked up by later runs.",
         _int_between(1, 100_000),
-        "rdap_max_lookups",
-    ),
-    SettingSpec(
+    )
+    threat_intel_file: str | None = setting(
         "BEACON_THREAT_INTEL_FILE",
         "",
         "Local indicator file (STIX 2.1 bundle `.json`, or `.csv`); empty uses "
         "`{lake}/reference/indicators.json` or `.csv` when present, else no local threat intel. "
         "A path that is set but missing fails the run (a typo must not silently switch TI off).",
         _optional_url,
-        "threat_intel_file",
-    ),
-    SettingSpec(
+    )
+    max_quarantine_ratio: float = setting(
         "BEACON_MAX_QUARANTINE_RATIO",
         "0.05",
         "The quarantine check fails a day (and stops it before the watchlist) when more than "
         "this share of its records is quarantined.",
         _float_between(0.0, 1.0),
-        "max_quarantine_ratio",
-    ),
-    SettingSpec(
+    )
+    min_window_coverage: float = setting(
         "BEACON_MIN_WINDOW_COVERAGE",
         "0.5",
         "The coverage check fails a day (and stops it before the watchlist) when less than this "
         "share of its lookback window's days is in the lake. The window counts from where history "
         "starts: `BEACON_START_DATE`, or the lake's first day when later.",
         _float_between(0.0, 1.0),
-        "min_window_coverage",
-    ),
-    SettingSpec(
+    )
+    failure_webhook_url: str | None = setting(
         "BEACON_FAILURE_WEBHOOK_URL",
         "",
         "When a run fails, its summary is logged and also POSTed as JSON to this URL (`https://` "
         "only, or `http://127.0.0.1:PORT/…` for a local relay); empty posts nothing.",
         _webhook_url,
-        "failure_webhook_url",
-    ),
-    SettingSpec(
+    )
+    sentinel_subscription_id: str | None = setting(
         "SENTINEL_SUBSCRIPTION_ID",
         "",
         "Subscription (GUID) of the Microsoft Sentinel workspace the watchlist is published to. "
         "With `SENTINEL_RESOURCE_GROUP` and `SENTINEL_WORKSPACE_NAME` (all three or none) the "
         "watchlist goes to Sentinel over ARM; without them it is only written to the lake as CSV.",
         _subscription_id,
-        "sentinel_subscription_id",
-    ),
-    SettingSpec(
+    )
+    sentinel_resource_group: str | None = setting(
         "SENTINEL_RESOURCE_GROUP",
         "",
         "Resource group of the Sentinel (Log Analytics) workspace.",
         _resource_group,
-        "sentinel_resource_group",
-    ),
-    SettingSpec(
+    )
+    sentinel_workspace_name: str | None = setting(
         "SENTINEL_WORKSPACE_NAME",
         "",
         "Name (not the GUID) of the Log Analytics workspace Sentinel runs on.",
         _log_analytics_workspace_name,
-        "sentinel_workspace_name",
-    ),
-    SettingSpec(
+    )
+    watchlist_alias: str = setting(
         "BEACON_WATCHLIST_ALIAS",
         "beaconing-candidates",
         "Alias of the Sentinel watchlist (3–64 letters, digits, `_`, `-`); KQL reads it with "
         "`_GetWatchlist('beaconing-candidates')`. Created when missing.",
         _watchlist_alias,
-        "watchlist_alias",
-    ),
-    SettingSpec(
+    )
+    sentinel_arm_endpoint: str = setting(
         "SENTINEL_ARM_ENDPOINT",
         "https://management.azure.com",
         "Azure Resource Manager endpoint the watchlist calls go to (https only), e.g. "
         "`https://management.chinacloudapi.cn`; tokens are requested for a `management.*` "
         "host's own audience, else for `https://management.azure.com/.default`.",
         _https_url,
-        "sentinel_arm_endpoint",
-    ),
-    SettingSpec(
+    )
+    watchlist_retention_days: int = setting(
         "BEACON_WATCHLIST_RETENTION_DAYS",
         "30",
         "A watchlist item (one per reported pair) is deleted once its pair has not been reported "
         "for this many days (1–3650).",
         _int_between(1, 3650),
-        "watchlist_retention_days",
-    ),
-    SettingSpec(
+    )
+    incident_min_risk: float | None = setting(
         "BEACON_INCIDENT_MIN_RISK",
         "",
         "Optional: also raise a Sentinel incident (one per pair and day, never duplicated or "
         "overwritten) for each reported pair whose `risk_score` (0–1) reaches this; empty raises "
         "none. Needs the `SENTINEL_*` settings.",
         _optional_risk,
-        "incident_min_risk",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class Settings:
-    source: str = "sample"
-    export_url: str = "./.data/export"
-    workspace_resource_id: str | None = None
-    log_analytics_workspace_id: str | None = None
-    log_analytics_endpoint: str = "https://api.loganalytics.io"
-    query_max_rows_per_slice: int = 400_000
-    lake_url: str = "./.data/lake"
-    lookback_days: int = 21
-    start_date: dt.date = dt.date(2026, 1, 1)
-    device_vendors: tuple[str, ...] = ()
-    internal_networks: tuple[str, ...] = field(default_factory=lambda: tuple(RFC1918.split(",")))
-    spark_mode: str = "local"
-    spark_master: str = "local[*,4]"
-    spark_driver_memory: str = "4g"
-    synapse_workspace: str | None = None
-    synapse_spark_pool: str | None = None
-    synapse_endpoint: str | None = None
-    synapse_livy_api_version: str = "2020-12-01"
-    synapse_executor_size: str = "small"
-    synapse_executors: int = 2
-    synapse_staging_url: str | None = None
-    min_connections: int = 12
-    score_threshold: float = 0.7
-    profile: str = "default"
-    geoip_city_db: str | None = None
-    geoip_asn_db: str | None = None
-    rdap: bool = False
-    rdap_url: str = "https://rdap.arin.net/registry"
-    rdap_cache_days: int = 30
-    rdap_rate_per_second: float = 1.0
-    rdap_max_lookups: int = 200
-    threat_intel_file: str | None = None
-    max_quarantine_ratio: float = 0.05
-    min_window_coverage: float = 0.5
-    failure_webhook_url: str | None = None
-    sentinel_subscription_id: str | None = None
-    sentinel_resource_group: str | None = None
-    sentinel_workspace_name: str | None = None
-    watchlist_alias: str = "beaconing-candidates"
-    sentinel_arm_endpoint: str = "https://management.azure.com"
-    watchlist_retention_days: int = 30
-    incident_min_risk: float | None = None
+    )
 
     @property
     def sentinel_configured(self) -> bool:
@@ -709,6 +634,11 @@ class Settings:
     def lake(self) -> Lake:
         """The lake at `lake_url`: every table, manifest and reference file."""
         return Lake(self.lake_url)
+
+
+SPECS: tuple[SettingSpec, ...] = tuple(
+    SettingSpec(*f.metadata["spec"], attr=f.name) for f in fields(Settings)
+)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -49,7 +49,7 @@ def test_defaults():
 
 
 def test_spec_defaults_parse_to_the_dataclass_defaults():
-    # The two places that state a default (SPECS and Settings) must agree.
+    # Each default is written once, as text; `Settings()` and an empty environment must agree.
     assert load_settings({}) == Settings()
 
 
