@@ -46,22 +46,16 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        number = int(value)
-        if not low <= number <= high:
+def _between(
+    number: Callable[[str], int] | Callable[[str], float], low: float, high: float
+) -> Callable[[str], Any]:
+    """A parser of `number` (int or float) that accepts only low..high."""
+
+    def parse(value: str) -> int | float:
+        parsed = number(value)
+        if not low <= parsed <= high:
             raise ValueError(f"must be between {low} and {high}")
-        return number
-
-    return parse
-
-
-def _float_between(low: float, high: float) -> Callable[[str], float]:
-    def parse(value: str) -> float:
-        number = float(value)
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return number
+        return parsed
 
     return parse
 
@@ -270,7 +264,7 @@ def _sentinel_problems(values: Mapping[str, Any]) -> list[str]:
 
 def _optional_risk(value: str) -> float | None:
     """Empty (off) or a risk score between 0 and 1."""
-    return _float_between(0.0, 1.0)(value) if value.strip() else None
+    return _between(float, 0.0, 1.0)(value) if value.strip() else None
 
 
 def _vendors(value: str) -> tuple[str, ...]:
@@ -371,7 +365,7 @@ class Settings:
         "400000",
         "Query mode: a day is pulled in time slices of at most this many rows (counted first; the "
         "service truncates at 500,000 rows or ~100 MiB, and a truncated slice is halved).",
-        _int_between(1, 500_000),
+        _between(int, 1, 500_000),
     )
     lake_url: str = setting(
         "BEACON_LAKE_URL",
@@ -385,7 +379,7 @@ class Settings:
         "BEACON_LOOKBACK_DAYS",
         "21",
         "Days of `pair_daily_stats` that `beaconing_candidates` scores together (1–90).",
-        _int_between(1, 90),
+        _between(int, 1, 90),
     )
     start_date: dt.date = setting(
         "BEACON_START_DATE",
@@ -464,7 +458,7 @@ class Settings:
         "BEACON_SYNAPSE_EXECUTORS",
         "2",
         "Executors per batch (1–200).",
-        _int_between(1, 200),
+        _between(int, 1, 200),
     )
     synapse_staging_url: str | None = setting(
         "BEACON_SYNAPSE_STAGING_URL",
@@ -478,13 +472,13 @@ class Settings:
         "BEACON_MIN_CONNECTIONS",
         "12",
         "A pair needs at least this many connections in the window to be scored.",
-        _int_between(4, 1_000_000),
+        _between(int, 4, 1_000_000),
     )
     score_threshold: float = setting(
         "BEACON_SCORE_THRESHOLD",
         "0.7",
         "Pairs whose beacon score (0–1) reaches this are reported.",
-        _float_between(0.0, 1.0),
+        _between(float, 0.0, 1.0),
     )
     profile: str = setting(
         "BEACON_PROFILE",
@@ -525,20 +519,20 @@ class Settings:
         "BEACON_RDAP_CACHE_DAYS",
         "30",
         "RDAP answers are kept in `{lake}/reference/rdap_cache.parquet` this many days.",
-        _int_between(1, 3650),
+        _between(int, 1, 3650),
     )
     rdap_rate_per_second: float = setting(
         "BEACON_RDAP_RATE_PER_SECOND",
         "1",
         "At most this many RDAP requests per second (registries throttle bulk clients).",
-        _float_between(0.01, 50.0),
+        _between(float, 0.01, 50.0),
     )
     rdap_max_lookups: int = setting(
         "BEACON_RDAP_MAX_LOOKUPS",
         "200",
         "At most this many new RDAP lookups per run; the rest say `skipped: lookup limit "
         "reached` and are looked up by later runs.",
-        _int_between(1, 100_000),
+        _between(int, 1, 100_000),
     )
     threat_intel_file: str | None = setting(
         "BEACON_THREAT_INTEL_FILE",
@@ -553,7 +547,7 @@ class Settings:
         "0.05",
         "The quarantine check fails a day (and stops it before the watchlist) when more than "
         "this share of its records is quarantined.",
-        _float_between(0.0, 1.0),
+        _between(float, 0.0, 1.0),
     )
     min_window_coverage: float = setting(
         "BEACON_MIN_WINDOW_COVERAGE",
@@ -561,7 +555,7 @@ class Settings:
         "The coverage check fails a day (and stops it before the watchlist) when less than this "
         "share of its lookback window's days is in the lake. The window counts from where history "
         "starts: `BEACON_START_DATE`, or the lake's first day when later.",
-        _float_between(0.0, 1.0),
+        _between(float, 0.0, 1.0),
     )
     failure_webhook_url: str | None = setting(
         "BEACON_FAILURE_WEBHOOK_URL",
@@ -610,7 +604,7 @@ class Settings:
         "30",
         "A watchlist item (one per reported pair) is deleted once its pair has not been reported "
         "for this many days (1–3650).",
-        _int_between(1, 3650),
+        _between(int, 1, 3650),
     )
     incident_min_risk: float | None = setting(
         "BEACON_INCIDENT_MIN_RISK",
