@@ -1,8 +1,9 @@
 """Command line helpers around the pipeline: `python -m pipeline show | demo-range | settings |
-doctor`."""
+doctor | spark-server`."""
 
 import argparse
 import datetime as dt
+import os
 import sys
 
 import pandas as pd
@@ -97,6 +98,21 @@ def demo_range(days: int) -> int:
     return 0
 
 
+def spark_server(master: str, port: int) -> int:
+    """Replace this process with a Spark Connect server on this machine (foreground)."""
+    from pipeline.resources.spark import connect_server_command, require_java
+
+    require_java()
+    command = connect_server_command(load_settings(), master, port)
+    print(
+        f"Spark Connect server ({master}) on sc://localhost:{port}; Ctrl-C stops it. Daily runs "
+        f"use it with BEACON_SPARK=cluster BEACON_SPARK_MASTER=sc://localhost:{port}",
+        flush=True,
+    )
+    # Its Python workers run the jobs' pandas functions: this interpreter has pandas and numpy.
+    os.execve(command[0], command, {**os.environ, "PYSPARK_PYTHON": sys.executable})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     range_parser.add_argument("--days", type=int, default=21)
     commands.add_parser("settings", help="print the settings table (markdown)")
     commands.add_parser("doctor", help="check settings, storage, Spark and the Dagster instance")
+    server_parser = commands.add_parser(
+        "spark-server", help="run a Spark Connect server here that daily runs connect to"
+    )
+    server_parser.add_argument("--master", default="local[*,4]")
+    server_parser.add_argument("--port", type=int, default=15002)
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from pipeline.doctor import main as doctor
@@ -116,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             return show(args.limit)
         if args.command == "demo-range":
             return demo_range(args.days)
+        if args.command == "spark-server":
+            return spark_server(args.master, args.port)
         print(settings_table_markdown())
         return 0
     except SettingsError as error:

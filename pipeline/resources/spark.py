@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from dagster_pyspark import LazyPySparkResource
 from pipeline.settings import Settings
 from pipeline.spark import steps as spark_steps
 from pipeline.spark import synapse_entry
+from pipeline.spark.packaging import build_package
 
 # One Spark job and its keyword parameters; a run's Spark stages are a list of these.
 SparkStep = tuple[Callable[..., Any], dict[str, Any]]
@@ -27,40 +29,72 @@ class JavaMissingError(RuntimeError):
     pass
 
 
+# Session-level settings: a Spark Connect client may set these on a running server too.
+_SESSION_CONFIG = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+}
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
 def spark_config(settings: Settings) -> dict[str, Any]:
     """Session settings: small shuffles and packed small files for one machine, UTC always."""
+    if settings.spark_master.startswith("sc://"):
+        # The server owns its JVM settings; a client sets only what a session may change.
+        return {"spark.remote": settings.spark_master, **_SESSION_CONFIG}
     config: dict[str, Any] = {
         "spark.app.name": "beacon-pipeline",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        **_SESSION_CONFIG,
+        "spark.log.level": "WARN",
+        "spark.master": settings.spark_master,
+    }
+    if settings.spark_mode == "local":
+        config.update(_local_jvm_config(settings))
+    return config
+
+
+def _local_jvm_config(settings: Settings) -> dict[str, str]:
+    """A Spark JVM on this machine: the local session's, and the local Connect server's."""
+    return {
+        "spark.driver.memory": settings.spark_driver_memory,
+        # G1 keeps the heap it grew to for a run's peak allocation; a long backfill then
+        # holds up to the driver memory although its live set stays flat. These let it
+        # return committed heap after collections (docs/performance.md, "Memory").
+        "spark.driver.extraJavaOptions": "-XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=40",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        # Export blobs are many and small: pack them into few tasks, and list them on
+        # the driver (a day is ~300-600 local files; Spark's parallel listing job costs
+        # more than the listing). Clusters keep parallel listing for remote storage.
+        "spark.sql.sources.parallelPartitionDiscovery.threshold": "1000000",
+        "spark.sql.files.openCostInBytes": str(1 << 20),
+        "spark.sql.files.maxPartitionBytes": str(64 << 20),
+        "spark.sql.shuffle.partitions": "4",
+        "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    }
+
+
+def connect_server_command(settings: Settings, master: str, port: int) -> list[str]:
+    """`spark-submit` of a Spark Connect server on this machine, in the foreground.
+
+    A daily run that connects to it (`BEACON_SPARK=cluster`, `BEACON_SPARK_MASTER=sc://…`)
+    skips the JVM start and the JIT warm-up a fresh local session pays on every run.
+    """
+    import pyspark
+
+    spark_submit = os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit")
+    config = {
+        "spark.master": master,
+        **_SESSION_CONFIG,
+        **_local_jvm_config(settings),
+        "spark.connect.grpc.binding.port": str(port),
         "spark.log.level": "WARN",
     }
-    if settings.spark_master.startswith("sc://"):
-        config["spark.remote"] = settings.spark_master
-        return config
-    config["spark.master"] = settings.spark_master
-    if settings.spark_mode == "local":
-        config.update(
-            {
-                "spark.driver.memory": settings.spark_driver_memory,
-                # G1 keeps the heap it grew to for a run's peak allocation; a long backfill then
-                # holds up to the driver memory although its live set stays flat. These let it
-                # return committed heap after collections (docs/performance.md, "Memory").
-                "spark.driver.extraJavaOptions": "-XX:MinHeapFreeRatio=10 -XX:MaxHeapFreeRatio=40",
-                "spark.ui.enabled": "false",
-                "spark.ui.showConsoleProgress": "false",
-                # Export blobs are many and small: pack them into few tasks, and list them on
-                # the driver (a day is ~300-600 local files; Spark's parallel listing job costs
-                # more than the listing). Clusters keep parallel listing for remote storage.
-                "spark.sql.sources.parallelPartitionDiscovery.threshold": "1000000",
-                "spark.sql.files.openCostInBytes": str(1 << 20),
-                "spark.sql.files.maxPartitionBytes": str(64 << 20),
-                "spark.sql.shuffle.partitions": "4",
-                "spark.sql.adaptive.coalescePartitions.enabled": "true",
-            }
-        )
-    return config
+    command = [spark_submit, "--class", CONNECT_SERVER_CLASS, "--name", "beacon Spark Connect"]
+    for key, value in config.items():
+        command += ["--conf", f"{key}={value}"]
+    return command
 
 
 def require_java() -> None:
@@ -81,11 +115,16 @@ class SparkJobRunner(LazyPySparkResource):
     """Runs a named Spark job (a function of a SparkSession and keyword parameters)."""
 
     def _init_session(self) -> None:
-        if self._spark_session is None and "spark.remote" not in self.spark_config:
+        if self._spark_session is not None:
+            return
+        remote = "spark.remote" in self.spark_config
+        if not remote:
             require_java()
             # Python workers must use this interpreter (with pandas/numpy), not the system one.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         super()._init_session()
+        if remote:
+            _ship_code(self._spark_session)
 
     def run_steps(
         self, steps: Sequence[SparkStep], progress: Callable[[str], None] | None = None
@@ -98,3 +137,18 @@ class SparkJobRunner(LazyPySparkResource):
         return spark_steps.run(
             self.spark_session, named, **({"progress": progress} if progress else {})
         )
+
+
+def _ship_code(session: Any) -> None:
+    """Give a Spark Connect session this process's code for its Python workers.
+
+    The server's workers run our `mapInPandas` functions; they must import this version of the
+    pipeline, not whatever version (if any) is installed where the server runs. The zip is the
+    one a Synapse batch gets (`pipeline.spark.packaging`), named by its content hash.
+    """
+    package = build_package()
+    folder = tempfile.mkdtemp(prefix="beacon-code-")
+    path = os.path.join(folder, f"pipeline-{package.version}.zip")
+    with open(path, "wb") as handle:
+        handle.write(package.zip_bytes)
+    session.addArtifacts(path, pyfile=True)
