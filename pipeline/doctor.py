@@ -54,6 +54,11 @@ def _spark(settings: Settings) -> str:
 
         require_java()
         return f"local Spark ({settings.spark_master}); Java found"
+    if settings.spark_master.startswith("sc://"):
+        from pipeline.resources.spark import require_connect_server
+
+        require_connect_server(settings.spark_master)
+        return f"a Spark Connect server listens at {settings.spark_master}"
     return f"{settings.spark_mode} mode: jobs leave this process (not contacted by doctor)"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -111,6 +112,25 @@ def require_java() -> None:
     )
 
 
+class SparkConnectUnreachableError(RuntimeError):
+    pass
+
+
+def require_connect_server(url: str, timeout_s: float = 10.0) -> None:
+    """Fail at once when nothing listens at a `sc://` URL (the Connect client retries for
+    minutes before it gives up)."""
+    address = url.removeprefix("sc://").split("/", 1)[0]
+    host, _, port = address.partition(":")
+    try:
+        socket.create_connection((host, int(port or 15002)), timeout=timeout_s).close()
+    except OSError as error:
+        raise SparkConnectUnreachableError(
+            f"no Spark Connect server answers at {url} ({error}). Start one where the lake is "
+            "reachable (`python -m pipeline spark-server`, docs/operations.md), or set "
+            "BEACON_SPARK=local."
+        ) from error
+
+
 class SparkJobRunner(LazyPySparkResource):
     """Runs a named Spark job (a function of a SparkSession and keyword parameters)."""
 
@@ -122,6 +142,8 @@ class SparkJobRunner(LazyPySparkResource):
             require_java()
             # Python workers must use this interpreter (with pandas/numpy), not the system one.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        else:
+            require_connect_server(self.spark_config["spark.remote"])
         super()._init_session()
         if remote:
             _ship_code(self._spark_session)

@@ -18,6 +18,7 @@ import dagster as dg
 import pytest
 
 from pipeline.definitions import build_definitions
+from pipeline.doctor import diagnose
 from pipeline.ingest.sample import write_export_day
 from pipeline.lake import Lake
 from pipeline.resources.spark import SparkJobRunner, spark_config
@@ -163,3 +164,10 @@ def test_the_server_runs_the_clients_code_not_what_it_has_installed(connect_serv
     imported_from = done.stdout.strip().splitlines()[-1]
     assert "/pipeline-" in imported_from and ".zip/pipeline/__init__.py" in imported_from
     assert not imported_from.startswith(str(Path.cwd()))
+
+
+def test_the_doctor_finds_the_server(connect_server):
+    env = {"BEACON_SPARK": "cluster", "BEACON_SPARK_MASTER": connect_server}
+    spark_finding = next(f for f in diagnose(env) if f.check == "spark")
+    assert spark_finding.ok, spark_finding
+    assert connect_server in spark_finding.detail

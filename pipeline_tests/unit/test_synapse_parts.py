@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import socket
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler
@@ -18,7 +19,12 @@ from pipeline.azure.livy import LivyClient, StagingLocation, UploadedCode
 from pipeline.definitions import build_definitions, spark_runner
 from pipeline.detect import pair_daily_stats
 from pipeline.detect.beaconing_candidates import DetectionParams
-from pipeline.resources.spark import SparkJobRunner, spark_config
+from pipeline.resources.spark import (
+    SparkConnectUnreachableError,
+    SparkJobRunner,
+    require_connect_server,
+    spark_config,
+)
 from pipeline.resources.synapse import NODE_SIZES, SynapseJobRunner, synapse_runner
 from pipeline.settings import Settings, SettingsError, load_settings
 from pipeline.spark import packaging, synapse_entry
@@ -235,6 +241,16 @@ def test_cluster_mode_with_spark_connect_sets_spark_remote_not_master():
     assert config["spark.sql.session.timeZone"] == "UTC"
     plain = spark_config(Settings(spark_mode="cluster", spark_master="spark://head:7077"))
     assert plain["spark.master"] == "spark://head:7077" and "spark.remote" not in plain
+
+
+def test_a_spark_connect_url_nobody_listens_at_fails_at_once_naming_the_server_command():
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        require_connect_server(f"sc://127.0.0.1:{port}/;user_id=a")  # answers: no error
+    with pytest.raises(SparkConnectUnreachableError, match="python -m pipeline spark-server"):
+        require_connect_server(f"sc://127.0.0.1:{port}")
 
 
 # --- Livy client ---------------------------------------------------------------------------
