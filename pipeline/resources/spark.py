@@ -7,12 +7,16 @@ same job runs in-process here and on a cluster unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from dagster_pyspark import LazyPySparkResource
@@ -110,6 +114,51 @@ def require_java() -> None:
         "Install it, e.g. `sudo apt-get install openjdk-17-jre-headless` (Debian/Ubuntu) or "
         "`brew install openjdk@17` (macOS), then run again."
     )
+
+
+@contextlib.contextmanager
+def running_connect_server(
+    log_path: str, master: str = "local[*,4]", env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """`python -m pipeline spark-server` on a free loopback port until the block ends; its URL.
+
+    For scripts and tests that need a server for a while (the bench, the Connect tests).
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "pipeline", "spark-server", "--master", master]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env={**os.environ, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while not _listening(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                with open(log_path, errors="replace") as log:
+                    raise SparkConnectUnreachableError(f"no server on {port}: {log.read()[-2000:]}")
+            time.sleep(1)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 class SparkConnectUnreachableError(RuntimeError):

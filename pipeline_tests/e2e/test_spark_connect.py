@@ -7,11 +7,8 @@ equal what the in-process local session writes from the same export.
 
 import datetime as dt
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -21,13 +18,12 @@ from pipeline.definitions import build_definitions
 from pipeline.doctor import diagnose
 from pipeline.ingest.sample import write_export_day
 from pipeline.lake import Lake
-from pipeline.resources.spark import SparkJobRunner, spark_config
+from pipeline.resources.spark import SparkJobRunner, running_connect_server, spark_config
 from pipeline.settings import Settings
 
 FIRST = dt.date(2026, 9, 14)
 LAST = dt.date(2026, 9, 15)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]
-SERVER = [sys.executable, "-m", "pipeline", "spark-server"]
 MATERIALIZE = [
     str(Path(sys.executable).with_name("dagster")),
     *("asset", "materialize", "-m", "pipeline.definitions", "--select", "*"),
@@ -35,45 +31,14 @@ MATERIALIZE = [
 TABLES = ("network_sessions", "pair_daily_stats", "beaconing_candidates")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def connect_server(tmp_path_factory):
     """`python -m pipeline spark-server` on a free port; its URL, stopped after the module."""
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("connect") / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [*SERVER, "--master", "local[2]", "--port", str(port)],
-            env={**os.environ, "BEACON_SPARK_DRIVER_MEMORY": "1g"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited: {log_path.read_text()[-3000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"no server on {port}: {log_path.read_text()[-3000:]}")
-                time.sleep(1)
-        yield f"sc://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with running_connect_server(
+        str(log_path), master="local[2]", env={"BEACON_SPARK_DRIVER_MEMORY": "1g"}
+    ) as url:
+        yield url
 
 
 def _settings(tmp_path: Path, export: Path, name: str) -> dict[str, str]:

@@ -15,21 +15,16 @@ part of `make test`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.ingest.sample import SampleNetwork, write_export_day
+from pipeline.resources.spark import running_connect_server
 from tools.bench.measure import Measured, run_step
 
 FIRST_DAY = dt.date(2026, 3, 2)
@@ -56,36 +51,6 @@ def generate(export: Path, network: SampleNetwork, days: list[dt.date]) -> dict:
     print(f"  generated {len(days)} days in {time.monotonic() - started:.0f} s", flush=True)
     stamp.write_text(json.dumps({"wanted": wanted, "written": written}))
     return written
-
-
-@contextlib.contextmanager
-def connect_server(log_path: Path) -> Iterator[str]:
-    """`python -m pipeline spark-server` with the default settings, for the steps inside."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    print(f"- starting a Spark Connect server on port {port} …", flush=True)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "spark-server", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"no Spark Connect server: {log_path.read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(1)
-        yield f"sc://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=120)
 
 
 def main() -> None:
@@ -164,7 +129,8 @@ def main() -> None:
     daily_short = step("daily_lookback_1", chain, one_day, BEACON_LOOKBACK_DAYS="1")
     # The same daily run against a long-lived Spark Connect server, as a scheduled deployment
     # keeps one: the day before warms the server up (it is re-run), then the last day is timed.
-    with connect_server(logs / "spark_connect_server.log") as url:
+    print("- starting a Spark Connect server …", flush=True)
+    with running_connect_server(str(logs / "spark_connect_server.log")) as url:
         connect = {"BEACON_SPARK": "cluster", "BEACON_SPARK_MASTER": url}
         day_before = [days[-2].isoformat()] * 2
         step(
