@@ -24,7 +24,7 @@ from dagster_pyspark import LazyPySparkResource
 from pipeline.settings import Settings
 from pipeline.spark import steps as spark_steps
 from pipeline.spark import synapse_entry
-from pipeline.spark.packaging import build_package
+from pipeline.spark.packaging import current_package
 
 # One Spark job and its keyword parameters; a run's Spark stages are a list of these.
 SparkStep = tuple[Callable[..., Any], dict[str, Any]]
@@ -138,7 +138,7 @@ def running_connect_server(
         )
     try:
         deadline = time.monotonic() + 300
-        while not _listening(port):
+        while _connection_error("127.0.0.1", port, timeout_s=1) is not None:
             if process.poll() is not None or time.monotonic() > deadline:
                 with open(log_path, errors="replace") as log:
                     raise SparkConnectUnreachableError(f"no server on {port}: {log.read()[-2000:]}")
@@ -153,12 +153,13 @@ def running_connect_server(
             process.wait()
 
 
-def _listening(port: int) -> bool:
+def _connection_error(host: str, port: int, timeout_s: float) -> OSError | None:
+    """Why nothing answers at host:port, or None when something listens."""
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+        socket.create_connection((host, port), timeout=timeout_s).close()
+        return None
+    except OSError as error:
+        return error
 
 
 class SparkConnectUnreachableError(RuntimeError):
@@ -170,9 +171,8 @@ def require_connect_server(url: str, timeout_s: float = 10.0) -> None:
     minutes before it gives up)."""
     address = url.removeprefix("sc://").split("/", 1)[0]
     host, _, port = address.partition(":")
-    try:
-        socket.create_connection((host, int(port or 15002)), timeout=timeout_s).close()
-    except OSError as error:
+    error = _connection_error(host, int(port or 15002), timeout_s)
+    if error is not None:
         raise SparkConnectUnreachableError(
             f"no Spark Connect server answers at {url} ({error}). Start one where the lake is "
             "reachable (`python -m pipeline spark-server`, docs/operations.md), or set "
@@ -186,16 +186,15 @@ class SparkJobRunner(LazyPySparkResource):
     def _init_session(self) -> None:
         if self._spark_session is not None:
             return
-        remote = "spark.remote" in self.spark_config
-        if not remote:
-            require_java()
-            # Python workers must use this interpreter (with pandas/numpy), not the system one.
-            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        else:
+        if "spark.remote" in self.spark_config:
             require_connect_server(self.spark_config["spark.remote"])
-        super()._init_session()
-        if remote:
+            super()._init_session()
             _ship_code(self._spark_session)
+            return
+        require_java()
+        # Python workers must use this interpreter (with pandas/numpy), not the system one.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        super()._init_session()
 
     def run_steps(
         self, steps: Sequence[SparkStep], progress: Callable[[str], None] | None = None
@@ -217,9 +216,10 @@ def _ship_code(session: Any) -> None:
     pipeline, not whatever version (if any) is installed where the server runs. The zip is the
     one a Synapse batch gets (`pipeline.spark.packaging`), named by its content hash.
     """
-    package = build_package()
-    folder = tempfile.mkdtemp(prefix="beacon-code-")
-    path = os.path.join(folder, f"pipeline-{package.version}.zip")
-    with open(path, "wb") as handle:
-        handle.write(package.zip_bytes)
-    session.addArtifacts(path, pyfile=True)
+    package = current_package()
+    # addArtifacts uploads the file before it returns: the local copy is not needed after.
+    with tempfile.TemporaryDirectory(prefix="beacon-code-") as folder:
+        path = os.path.join(folder, f"pipeline-{package.version}.zip")
+        with open(path, "wb") as handle:
+            handle.write(package.zip_bytes)
+        session.addArtifacts(path, pyfile=True)

@@ -131,20 +131,21 @@ def main() -> None:
     # keeps one: the day before warms the server up (it is re-run), then the last day is timed.
     print("- starting a Spark Connect server …", flush=True)
     with running_connect_server(str(logs / "spark_connect_server.log")) as url:
-        connect = {"BEACON_SPARK": "cluster", "BEACON_SPARK_MASTER": url}
-        day_before = [days[-2].isoformat()] * 2
+        connect = {
+            "BEACON_SPARK": "cluster",
+            "BEACON_SPARK_MASTER": url,
+            "BEACON_LOOKBACK_DAYS": str(args.days),
+        }
         step(
             "connect_warm_up",
             chain,
-            ["--first", day_before[0], "--last", day_before[1]],
-            BEACON_LOOKBACK_DAYS=str(args.days),
+            ["--first", days[-2].isoformat(), "--last", days[-2].isoformat()],
             **connect,
         )
         daily_connect = step(
             f"daily_lookback_{args.days}_connect",
             chain,
             one_day,
-            BEACON_LOOKBACK_DAYS=str(args.days),
             **connect,
         )
     window = ["--first", days[0].isoformat(), "--last", last.isoformat()]
